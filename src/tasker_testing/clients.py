@@ -108,6 +108,7 @@ class Step:
     max_attempts: int
     retry_eligible: bool | None
     results: Any
+    last_error: Any
     last_failure_at: str | None
     completed_at: str | None
     raw: JSON = field(repr=False, compare=False)
@@ -123,10 +124,23 @@ class Step:
             max_attempts=_int(data.get("max_attempts")),
             retry_eligible=data.get("retry_eligible"),
             results=data.get("results"),
+            last_error=data.get("last_error"),
             last_failure_at=_opt_str(data.get("last_failure_at")),
             completed_at=_opt_str(data.get("completed_at")),
             raw=dict(data),
         )
+
+    @property
+    def result(self) -> Any:
+        """The step's value (``results.result``), None until it completed."""
+        return self.results.get("result") if isinstance(self.results, dict) else None
+
+    @property
+    def error(self) -> Any:
+        """The step's last error (``results.error`` or ``last_error``), if any."""
+        if isinstance(self.results, dict) and "error" in self.results:
+            return self.results["error"]
+        return self.last_error
 
     def describe(self) -> str:
         results = repr(self.results)

@@ -356,6 +356,46 @@ class Stack:
         self._abort = threading.Event()
         self._lock = threading.Lock()
 
+    @classmethod
+    def find_reusable(
+        cls, spec: StackSpec, images: Mapping[str, str], reuse_key: str
+    ) -> Stack | None:
+        """A kept stack from an earlier run with the same key, if complete and ready; else
+        remove whatever is left of it and return None."""
+        client = docker_client()
+        flt = [f"{labels.ROOT}=1", f"{labels.REUSE_KEY}={reuse_key}"]
+        try:
+            found = {
+                c.labels.get(labels.SERVICE): c
+                for c in client.containers.list(all=True, filters={"label": flt})
+            }
+            needed = [s for s in spec.services if not s.one_shot]
+            owner = Owner.from_labels(next(iter(found.values())).labels) if found else None
+            if owner is None or any(
+                s.name not in found or found[s.name].status != "running" for s in needed
+            ):
+                sweep(flt, client=client)
+                return None
+            stack = cls(spec, images, owner, keep=True, reuse_key=reuse_key)
+            stack.network_name = owner.name("net")
+            env = found[spec.db_service].attrs["Config"]["Env"] or []
+            password = [e.split("=", 1)[1] for e in env if e.startswith("POSTGRES_PASSWORD=")]
+            stack.db_password = password[0] if password else ""
+            deadline = time.monotonic() + 10
+            for svc in needed:
+                running = RunningService(svc, found[svc.name].name, found[svc.name])
+                stack.services[svc.name] = running
+                stack._read_ports(running)
+                for check in svc.readiness:
+                    if not isinstance(check, LogLine):
+                        stack._wait_check(running, check, deadline)
+            return stack
+        except (StackError, KeyError, IndexError):
+            sweep(flt, client=client)
+            return None
+        finally:
+            client.close()
+
     # ----------------------------------------------------------------- naming and access
 
     @property
