@@ -1,0 +1,125 @@
+//! tasker-orchestration: the HTTP API (:8080) and the step-result loop.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tasker_orchestration::api::{self, AppState};
+use tasker_orchestration::engine::{self, LoopSettings};
+use tasker_shared::templates::{worker_queue_name, TemplateRegistry, RESULTS_QUEUE};
+use tasker_shared::{Config, Service};
+use tokio::sync::Notify;
+
+fn main() -> ExitCode {
+    let healthcheck = tasker_shared::runtime::is_healthcheck_invocation();
+    let config = match Config::from_env(Service::Orchestration) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tasker-orchestration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tasker-orchestration: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if healthcheck {
+        let ok = rt.block_on(tasker_shared::runtime::http_probe(
+            config.bind_address,
+            "/ready",
+        ));
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    tasker_shared::logging::init(&config);
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "orchestration failed");
+            eprintln!("tasker-orchestration: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let templates = Arc::new(
+        TemplateRegistry::load_dir(&config.template_dir).context("cannot load templates")?,
+    );
+    let mut queues = vec![RESULTS_QUEUE.to_string()];
+    queues.extend(
+        templates
+            .namespaces()
+            .iter()
+            .map(|ns| worker_queue_name(ns)),
+    );
+    let pg = config.pg_config()?;
+    let pool = tasker_shared::db::make_pool(pg.clone(), config.db_pool_size)?;
+    let shutdown = tasker_shared::runtime::shutdown_signal();
+
+    let notify = Arc::new(Notify::new());
+    let listener = tasker_shared::db::spawn_listener(
+        pg,
+        vec![tasker_shared::db::insert_channel(RESULTS_QUEUE)],
+        notify.clone(),
+        shutdown.clone(),
+    );
+    let settings = LoopSettings {
+        vt_seconds: config.vt_seconds(),
+        poll_interval: config.poll_interval,
+        batch_size: i32::try_from((config.db_pool_size / 2).max(1)).unwrap_or(4),
+    };
+    let results_loop = tokio::spawn(engine::run(
+        pool.clone(),
+        settings,
+        notify,
+        shutdown.clone(),
+    ));
+
+    let tcp = tokio::net::TcpListener::bind(config.bind_address)
+        .await
+        .with_context(|| format!("cannot bind {}", config.bind_address))?;
+    tracing::info!(
+        addr = %config.bind_address, templates = templates.len(), env = config.env.as_str(),
+        "orchestration started"
+    );
+    let app = api::router(Arc::new(AppState {
+        pool,
+        templates,
+        queues,
+    }));
+    let mut http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(tcp, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await
+    });
+
+    let mut sd = shutdown.clone();
+    let _ = sd.wait_for(|v| *v).await;
+    let budget = config
+        .shutdown_timeout
+        .saturating_sub(std::time::Duration::from_millis(300));
+    let drained = tokio::time::timeout(budget, async {
+        let _ = results_loop.await;
+        let _ = server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown budget exceeded; unprocessed results stay queued");
+    }
+    listener.abort();
+    tracing::info!("orchestration stopped");
+    Ok(())
+}

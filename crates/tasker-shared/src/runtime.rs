@@ -1,0 +1,73 @@
+//! Process plumbing shared by the binaries: shutdown signals and the
+//! `healthcheck` sub-command (a tiny HTTP GET against our own port).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+/// A watch channel flipped to `true` on SIGTERM or SIGINT.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// GET `path` on 127.0.0.1 at `bind`'s port; true when the status is 200.
+pub async fn http_probe(bind: SocketAddr, path: &str) -> bool {
+    let addr = SocketAddr::new(
+        if bind.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            bind.ip()
+        },
+        bind.port(),
+    );
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        let status_line = text.lines().next()?.to_string();
+        Some(status_line.split_whitespace().nth(1) == Some("200"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), fut).await,
+        Ok(Some(true))
+    )
+}
+
+/// Returns true when argv is exactly `<bin> healthcheck`.
+pub fn is_healthcheck_invocation() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.len() == 1 && args[0] == "healthcheck"
+}

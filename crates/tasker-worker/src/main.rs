@@ -1,0 +1,126 @@
+//! tasker-worker: queue consumer + health API (:8081).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tasker_shared::templates::{worker_queue_name, TemplateRegistry};
+use tasker_shared::{Config, Service};
+use tasker_worker::consumer::{self, WorkerSettings};
+use tasker_worker::http::{self, HealthState};
+use tokio::sync::Notify;
+
+fn main() -> ExitCode {
+    let healthcheck = tasker_shared::runtime::is_healthcheck_invocation();
+    let config = match Config::from_env(Service::Worker) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tasker-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tasker-worker: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if healthcheck {
+        let ok = rt.block_on(tasker_shared::runtime::http_probe(
+            config.bind_address,
+            "/health/ready",
+        ));
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
+    tasker_shared::logging::init(&config);
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "worker failed");
+            eprintln!("tasker-worker: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let namespaces = match &config.worker_namespaces {
+        Some(ns) => ns.clone(),
+        None => TemplateRegistry::load_dir(&config.template_dir)
+            .context("cannot load templates")?
+            .namespaces(),
+    };
+    if namespaces.is_empty() {
+        anyhow::bail!("no namespaces to work on (no templates and TASKER_WORKER_NAMESPACES unset)");
+    }
+    let queues: Vec<String> = namespaces.iter().map(|ns| worker_queue_name(ns)).collect();
+    let pg = config.pg_config()?;
+    let pool = tasker_shared::db::make_pool(pg.clone(), config.db_pool_size)?;
+    let shutdown = tasker_shared::runtime::shutdown_signal();
+
+    let notify = Arc::new(Notify::new());
+    let channels = queues
+        .iter()
+        .map(|q| tasker_shared::db::insert_channel(q))
+        .collect();
+    let listener =
+        tasker_shared::db::spawn_listener(pg, channels, notify.clone(), shutdown.clone());
+
+    let settings = Arc::new(WorkerSettings {
+        worker_id: config.worker_id.clone(),
+        queues: queues.clone(),
+        vt_seconds: config.vt_seconds(),
+        poll_interval: config.poll_interval,
+        concurrency: config.db_pool_size,
+    });
+    let listener_addr = tokio::net::TcpListener::bind(config.bind_address)
+        .await
+        .with_context(|| format!("cannot bind {}", config.bind_address))?;
+    tracing::info!(
+        worker_id = %config.worker_id, addr = %config.bind_address, queues = ?queues,
+        env = config.env.as_str(), "worker started"
+    );
+    let app = http::router(Arc::new(HealthState {
+        pool: pool.clone(),
+        worker_id: config.worker_id.clone(),
+        queues,
+    }));
+    let mut http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener_addr, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.wait_for(|v| *v).await;
+            })
+            .await
+    });
+
+    let consumer = tokio::spawn(consumer::run(pool, settings, notify, shutdown.clone()));
+
+    let mut sd = shutdown.clone();
+    let _ = sd.wait_for(|v| *v).await;
+    // Drain within the shutdown budget, leaving a little slack.
+    let budget = config
+        .shutdown_timeout
+        .saturating_sub(std::time::Duration::from_millis(300));
+    let drained = tokio::time::timeout(budget, async {
+        let _ = consumer.await;
+        let _ = server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown budget exceeded; in-flight steps will reappear after the visibility timeout"
+        );
+    }
+    listener.abort();
+    tracing::info!("worker stopped");
+    Ok(())
+}
