@@ -142,7 +142,7 @@ def _remove_containers(
     cli: DockerClient, flt: dict[str, Any], keep: Predicate, out: SweepResult
 ) -> None:
     errors = _docker_errors()
-    for container in cli.containers.list(all=True, filters=flt):
+    for container in cli.containers.list(all=True, filters=flt, ignore_removed=True):
         if not keep(container.labels or {}):
             continue
         try:
@@ -260,7 +260,7 @@ def count_labelled(
     try:
         flt = _label_filter(filters)
         return {
-            "containers": len(cli.containers.list(all=True, filters=flt)),
+            "containers": len(cli.containers.list(all=True, filters=flt, ignore_removed=True)),
             "networks": len(cli.networks.list(filters=flt)),
             "volumes": len(cli.volumes.list(filters=flt)),
         }

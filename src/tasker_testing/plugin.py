@@ -33,11 +33,13 @@ if TYPE_CHECKING:
     import psycopg
 
     from tasker_testing.cleanup import Watchdog
-    from tasker_testing.stack import Stack
+    from tasker_testing.stack import Stack, StackSpec
 
 #: JSON ``{"postgres": tag, ...}``: skip image resolution (set for child processes, CLI, tests)
 IMAGES_ENV = "TASKER_TESTING_IMAGES"
 ARTIFACTS_ENV = "TASKER_TESTING_ARTIFACTS"
+#: ``module:attribute`` of another StackSpec (harness self-tests, fault-injection stacks)
+STACK_SPEC_ENV = "TASKER_TESTING_STACK_SPEC"
 ENGINE_TIMEOUT_S = 3
 REPORT_LOG_LINES = 50
 
@@ -266,6 +268,21 @@ def _images_for_worker(config: pytest.Config, state: _State) -> dict[str, str]:
     return images
 
 
+def _stack_spec() -> StackSpec:
+    import importlib  # noqa: PLC0415
+
+    from tasker_testing.stack import TASKER_STACK, StackSpec  # noqa: PLC0415
+
+    ref = os.environ.get(STACK_SPEC_ENV, "").strip()
+    if not ref:
+        return TASKER_STACK
+    module, _, attr = ref.partition(":")
+    spec = getattr(importlib.import_module(module), attr)
+    if not isinstance(spec, StackSpec):
+        raise TypeError(f"${STACK_SPEC_ENV}={ref} is not a StackSpec")
+    return spec
+
+
 def _reuse_key(worker: str, images: dict[str, str]) -> str:
     digest = hashlib.sha256(json.dumps([worker, sorted(images.items())]).encode()).hexdigest()
     return digest[:16]
@@ -275,8 +292,9 @@ def _reuse_key(worker: str, images: dict[str, str]) -> str:
 def tasker_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """This xdist worker's own Tasker stack (postgres, migrated DB, orchestration, worker)."""
     from tasker_testing import cleanup  # noqa: PLC0415
-    from tasker_testing.stack import TASKER_STACK, Stack  # noqa: PLC0415
+    from tasker_testing.stack import Stack  # noqa: PLC0415
 
+    spec = _stack_spec()
     config = request.config
     state = _state(request)
     images = _images_for_worker(config, state)
@@ -284,9 +302,9 @@ def tasker_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     log_dir = state.artifacts / "logs" / state.run_id[:8] / state.worker
     if config.getoption("--reuse-stack"):
         key = _reuse_key(state.worker, images)
-        stack = Stack.find_reusable(TASKER_STACK, images, key)
+        stack = Stack.find_reusable(spec, images, key)
         if stack is None:
-            stack = Stack(TASKER_STACK, images, owner, keep=True, reuse_key=key).start()
+            stack = Stack(spec, images, owner, keep=True, reuse_key=key).start()
         state.stack = stack
         yield stack
         stack.save_logs(log_dir)
@@ -296,7 +314,7 @@ def tasker_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     watchdog = cleanup.Watchdog.spawn(owner, also_watch=also, log_path=log_dir / "watchdog.log")
     state.watchdog = watchdog
     try:
-        stack = Stack(TASKER_STACK, images, owner).start()
+        stack = Stack(spec, images, owner).start()
     except BaseException:
         watchdog.release()
         raise

@@ -367,7 +367,9 @@ class Stack:
         try:
             found = {
                 c.labels.get(labels.SERVICE): c
-                for c in client.containers.list(all=True, filters={"label": flt})
+                for c in client.containers.list(
+                    all=True, filters={"label": flt}, ignore_removed=True
+                )
             }
             needed = [s for s in spec.services if not s.one_shot]
             owner = Owner.from_labels(next(iter(found.values())).labels) if found else None
