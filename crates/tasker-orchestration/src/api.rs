@@ -613,7 +613,7 @@ async fn get_template(
 #[openapi(
     info(title = "Tasker orchestration API", description = "Tasks, workflow steps, templates and health"),
     paths(health, live, ready, create_task, list_tasks, get_task, list_steps, get_step,
-          list_templates, get_template),
+          list_templates, get_template, openapi_json),
     components(schemas(CreateTaskRequest, TaskResponse, StepResponse, TaskListResponse, Pagination,
         TemplateListResponse, NamespaceSummary, TemplateSummary, TemplateDetail, StepDefinition,
         ErrorResponse, ErrorBody, HealthResponse, ReadinessResponse, CheckResult)),

@@ -207,6 +207,25 @@ impl Config {
         })
     }
 
+    /// Only the bind address (for the `healthcheck` sub-command, which must
+    /// not depend on the rest of the configuration).
+    pub fn bind_address_from_env(service: Service) -> Result<SocketAddr, ConfigError> {
+        let default_bind = match service {
+            Service::Worker => "0.0.0.0:8081",
+            Service::Orchestration | Service::Migrate => "0.0.0.0:8080",
+        };
+        let raw = std::env::var("TASKER_BIND_ADDRESS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| default_bind.to_string());
+        raw.parse()
+            .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                var: "TASKER_BIND_ADDRESS".into(),
+                value: raw.clone(),
+                reason: e.to_string(),
+            })
+    }
+
     /// The connection settings parsed from `DATABASE_URL`.
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, ConfigError> {
         self.database_url

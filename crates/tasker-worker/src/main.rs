@@ -11,7 +11,9 @@ use tasker_worker::http::{self, HealthState};
 use tokio::sync::Notify;
 
 fn main() -> ExitCode {
-    let healthcheck = tasker_shared::runtime::is_healthcheck_invocation();
+    if tasker_shared::runtime::is_healthcheck_invocation() {
+        return healthcheck();
+    }
     let config = match Config::from_env(Service::Worker) {
         Ok(c) => c,
         Err(e) => {
@@ -29,25 +31,35 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if healthcheck {
-        let ok = rt.block_on(tasker_shared::runtime::http_probe(
-            config.bind_address,
-            "/health/ready",
-        ));
-        return if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    }
     tasker_shared::logging::init(&config);
-    match rt.block_on(run(config)) {
+    let result = rt.block_on(run(config));
+    // Do not wait for idle blocking threads (DNS lookups etc.) on exit.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "worker failed");
             eprintln!("tasker-worker: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `tasker-worker healthcheck`: GET our own readiness path; 0 ready, 1 not.
+fn healthcheck() -> ExitCode {
+    let Ok(addr) = Config::bind_address_from_env(Service::Worker) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    if rt.block_on(tasker_shared::runtime::http_probe(addr, "/health/ready")) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 
