@@ -11,6 +11,7 @@ pub mod pgmq;
 pub mod runtime;
 pub mod states;
 pub mod templates;
+pub mod testing;
 pub mod transitions;
 
 pub use config::{Config, Service};
