@@ -278,14 +278,26 @@ pub fn validate_create<'a>(
         reason: req.reason,
         tags: req.tags.unwrap_or_default(),
         requested_at: req.requested_at.unwrap_or_else(Utc::now),
-        correlation_id: req.correlation_id.unwrap_or_else(Uuid::now_v7),
+        correlation_id: req
+            .correlation_id
+            .unwrap_or_else(tasker_shared::new_uuid_v7),
         parent_correlation_id: req.parent_correlation_id,
         priority: req.priority.unwrap_or(0),
         options: req.options.map(Value::Object),
         idempotency_key: req.idempotency_key,
-        request_body: raw,
+        request_body: idempotency_fingerprint(raw),
     };
     Ok((task, template))
+}
+
+/// The part of a request that must match for an idempotent retry: the
+/// whole body except `requested_at`, which a client naturally re-stamps
+/// when it retries.
+pub fn idempotency_fingerprint(mut raw: Value) -> Value {
+    if let Some(o) = raw.as_object_mut() {
+        o.remove("requested_at");
+    }
+    raw
 }
 
 async fn load_one(pool: &Pool, id: Uuid) -> ApiResult<TaskResponse> {
@@ -296,7 +308,7 @@ async fn load_one(pool: &Pool, id: Uuid) -> ApiResult<TaskResponse> {
 }
 
 async fn models_load(c: &deadpool_postgres::Object, id: Uuid) -> ApiResult<Option<TaskResponse>> {
-    Ok(load_tasks(&***c, &[id]).await?.into_iter().next())
+    Ok(load_tasks(c, &[id]).await?.into_iter().next())
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = CreateTaskRequest,
@@ -515,7 +527,7 @@ async fn list_tasks(
         .map(|r| r.try_get("task_uuid"))
         .collect::<Result<_, _>>()
         .map_err(DbError::from)?;
-    let tasks = load_tasks(&**c, &ids).await?;
+    let tasks = load_tasks(&c, &ids).await?;
     let total_pages = if total == 0 {
         0
     } else {
@@ -679,6 +691,22 @@ mod tests {
         let mut v = base();
         v["name"] = json!("unknown");
         assert_eq!(code(&body(v)), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn idempotency_ignores_requested_at() {
+        let reg = templates();
+        let mut a = base();
+        a["requested_at"] = json!("2026-01-01T00:00:00Z");
+        let mut b = base();
+        b["requested_at"] = json!("2026-01-01T00:00:05+00:00");
+        let (ta, _) = validate_create(&reg, &body(a)).unwrap();
+        let (tb, _) = validate_create(&reg, &body(b)).unwrap();
+        assert_eq!(ta.request_body, tb.request_body);
+        let mut c = base();
+        c["context"] = json!({"even_number": 8});
+        let (tc, _) = validate_create(&reg, &body(c)).unwrap();
+        assert_ne!(ta.request_body, tc.request_body);
     }
 
     #[test]

@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use deadpool_postgres::GenericClient;
 use deadpool_postgres::Pool;
 use serde_json::{json, Map, Value};
 use tasker_shared::dag::{self, Outcome, StepView};
+use tasker_shared::db::sql;
 use tasker_shared::messages::{StepMessage, StepOutcome, StepResultMessage};
 use tasker_shared::pgmq::{self, QueueMessage};
 use tasker_shared::templates::{worker_queue_name, RetryPolicy, TaskTemplate, RESULTS_QUEUE};
 use tasker_shared::transitions::Transitions;
 use tasker_shared::{DbError, StepState, TaskState};
 use tokio::sync::{watch, Notify};
-use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 /// A validated request to create a task.
@@ -61,12 +62,12 @@ async fn find_by_idempotency_key<C: GenericClient>(
     key: &str,
     body: &Value,
 ) -> Result<Option<CreateOutcome>, DbError> {
-    let row = c
-        .query_opt(
-            "SELECT task_uuid, request_body FROM tasker.tasks WHERE idempotency_key = $1",
-            &[&key],
-        )
-        .await?;
+    let row = sql::query_opt(
+        c,
+        "SELECT task_uuid, request_body FROM tasker.tasks WHERE idempotency_key = $1",
+        &[&key],
+    )
+    .await?;
     Ok(match row {
         None => None,
         Some(r) => {
@@ -90,11 +91,11 @@ pub async fn create_task(
 ) -> Result<CreateOutcome, DbError> {
     let mut client = pool.get().await?;
     if let Some(key) = &req.idempotency_key {
-        if let Some(found) = find_by_idempotency_key(&**client, key, &req.request_body).await? {
+        if let Some(found) = find_by_idempotency_key(&client, key, &req.request_body).await? {
             return Ok(found);
         }
     }
-    let task_uuid = Uuid::now_v7();
+    let task_uuid = tasker_shared::new_uuid_v7();
     let tx = client.transaction().await?;
     let mut tr = Transitions::new();
     let context = Value::Object(req.context.clone());
@@ -129,7 +130,7 @@ pub async fn create_task(
             drop(tx);
             if let Some(key) = &req.idempotency_key {
                 if let Some(found) =
-                    find_by_idempotency_key(&**client, key, &req.request_body).await?
+                    find_by_idempotency_key(&client, key, &req.request_body).await?
                 {
                     return Ok(found);
                 }
@@ -137,10 +138,10 @@ pub async fn create_task(
         }
         return Err(e.into());
     }
-    tr.record_task(&*tx, task_uuid, None, TaskState::Pending, json!({}))
+    tr.record_task(&tx, task_uuid, None, TaskState::Pending, json!({}))
         .await?;
     tr.task(
-        &*tx,
+        &tx,
         task_uuid,
         TaskState::Pending,
         TaskState::Initializing,
@@ -150,13 +151,14 @@ pub async fn create_task(
 
     let mut ids: HashMap<&str, Uuid> = HashMap::new();
     for (pos, s) in template.steps.iter().enumerate() {
-        let id = Uuid::now_v7();
+        let id = tasker_shared::new_uuid_v7();
         ids.insert(s.name.as_str(), id);
         let policy = template.step_retry(s);
         let policy_json =
             serde_json::to_value(&policy).map_err(|e| DbError::Other(e.to_string()))?;
         let position = i32::try_from(pos).unwrap_or(i32::MAX);
-        tx.execute(
+        sql::execute(
+            &tx,
             "INSERT INTO tasker.workflow_steps (step_uuid, task_uuid, name, description, handler,
                  position, current_state, max_attempts, retryable, retry_policy)
              VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9)",
@@ -182,7 +184,8 @@ pub async fn create_task(
                     s.name
                 )));
             };
-            tx.execute(
+            sql::execute(
+                &tx,
                 "INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
                  VALUES ($1, $2, $3)",
                 &[&task_uuid, from, to],
@@ -196,7 +199,7 @@ pub async fn create_task(
         context,
         status: TaskState::Initializing,
     };
-    advance(&*tx, &info, &mut tr).await?;
+    advance(&tx, &info, &mut tr).await?;
     tx.commit().await?;
     tr.emit();
     Ok(CreateOutcome::Created(task_uuid))
@@ -224,7 +227,7 @@ async fn lock_task<C: GenericClient>(
         "SELECT task_uuid, namespace, context, status FROM tasker.tasks
          WHERE task_uuid = $1 FOR UPDATE"
     };
-    let Some(r) = c.query_opt(sql, &[&task_uuid]).await? else {
+    let Some(r) = sql::query_opt(c, sql, &[&task_uuid]).await? else {
         return Ok(None);
     };
     Ok(Some(TaskInfo {
@@ -249,16 +252,16 @@ struct StepRow {
 }
 
 async fn load_steps<C: GenericClient>(c: &C, task_uuid: Uuid) -> Result<Vec<StepRow>, DbError> {
-    let rows = c
-        .query(
-            "SELECT s.step_uuid, s.name, s.handler, s.current_state, s.attempts, s.max_attempts,
+    let rows = sql::query(
+        c,
+        "SELECT s.step_uuid, s.name, s.handler, s.current_state, s.attempts, s.max_attempts,
                     s.results, s.next_retry_at,
                     COALESCE(ARRAY(SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
                                    WHERE e.to_step_uuid = s.step_uuid), '{}') AS parents
              FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position",
-            &[&task_uuid],
-        )
-        .await?;
+        &[&task_uuid],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(StepRow {
@@ -384,14 +387,14 @@ async fn enqueue_step<C: GenericClient>(
         context: task.context.clone(),
         dependency_results: deps,
     };
-    let n = c
-        .execute(
-            "UPDATE tasker.workflow_steps SET current_state = 'enqueued', next_retry_at = NULL,
+    let n = sql::execute(
+        c,
+        "UPDATE tasker.workflow_steps SET current_state = 'enqueued', next_retry_at = NULL,
                     updated_at = clock_timestamp()
              WHERE step_uuid = $1 AND current_state = $2",
-            &[&step.view.id, &from.as_str()],
-        )
-        .await?;
+        &[&step.view.id, &from.as_str()],
+    )
+    .await?;
     if n != 1 {
         return Err(DbError::Other(format!(
             "step {} is no longer {from}",
@@ -428,29 +431,29 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
         Err(e) => {
             tracing::error!(msg_id = qm.msg_id, error = %e, "invalid step result message, archiving");
             let c = pool.get().await?;
-            pgmq::archive(&**c, RESULTS_QUEUE, qm.msg_id).await?;
+            pgmq::archive(&c, RESULTS_QUEUE, qm.msg_id).await?;
             return Ok(ResultDisposition::Invalid);
         }
     };
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     let mut tr = Transitions::new();
-    let Some(task) = lock_task(&*tx, msg.task_uuid, false).await? else {
+    let Some(task) = lock_task(&tx, msg.task_uuid, false).await? else {
         tracing::warn!(task_uuid = %msg.task_uuid, "result for an unknown task, archiving");
-        pgmq::archive(&*tx, RESULTS_QUEUE, qm.msg_id).await?;
+        pgmq::archive(&tx, RESULTS_QUEUE, qm.msg_id).await?;
         tx.commit().await?;
         return Ok(ResultDisposition::Invalid);
     };
-    let row = tx
-        .query_opt(
-            "SELECT current_state, attempts, max_attempts, retryable, retry_policy
+    let row = sql::query_opt(
+        &tx,
+        "SELECT current_state, attempts, max_attempts, retryable, retry_policy
              FROM tasker.workflow_steps WHERE step_uuid = $1 AND task_uuid = $2 FOR UPDATE",
-            &[&msg.step_uuid, &msg.task_uuid],
-        )
-        .await?;
+        &[&msg.step_uuid, &msg.task_uuid],
+    )
+    .await?;
     let Some(row) = row else {
         tracing::warn!(step_uuid = %msg.step_uuid, "result for an unknown step, archiving");
-        pgmq::archive(&*tx, RESULTS_QUEUE, qm.msg_id).await?;
+        pgmq::archive(&tx, RESULTS_QUEUE, qm.msg_id).await?;
         tx.commit().await?;
         return Ok(ResultDisposition::Invalid);
     };
@@ -474,7 +477,7 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
             state = %state, attempts, msg_attempt = msg.attempt,
             "duplicate or stale step result ignored"
         );
-        pgmq::delete(&*tx, RESULTS_QUEUE, qm.msg_id).await?;
+        pgmq::delete(&tx, RESULTS_QUEUE, qm.msg_id).await?;
         tx.commit().await?;
         return Ok(ResultDisposition::Duplicate);
     }
@@ -482,7 +485,8 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
     match &msg.outcome {
         StepOutcome::Success { result } => {
             let results = json!({"result": result});
-            tx.execute(
+            sql::execute(
+                &tx,
                 "UPDATE tasker.workflow_steps SET current_state = 'complete', results = $2,
                         completed_at = clock_timestamp(), updated_at = clock_timestamp()
                  WHERE step_uuid = $1",
@@ -490,7 +494,7 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
             )
             .await?;
             tr.record_step(
-                &*tx,
+                &tx,
                 msg.task_uuid,
                 msg.step_uuid,
                 &msg.step_name,
@@ -516,7 +520,7 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
             } else {
                 (StepState::Error, None)
             };
-            tx.execute(
+            sql::execute(&tx,
                 "UPDATE tasker.workflow_steps SET current_state = $2, results = $3, last_error = $4,
                         last_failure_at = clock_timestamp(), updated_at = clock_timestamp(),
                         next_retry_at = CASE WHEN $5::bigint IS NULL THEN NULL
@@ -526,7 +530,7 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
             )
             .await?;
             tr.record_step(
-                &*tx,
+                &tx,
                 msg.task_uuid,
                 msg.step_uuid,
                 &msg.step_name,
@@ -538,8 +542,8 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
             .await?;
         }
     }
-    advance(&*tx, &task, &mut tr).await?;
-    pgmq::delete(&*tx, RESULTS_QUEUE, qm.msg_id).await?;
+    advance(&tx, &task, &mut tr).await?;
+    pgmq::delete(&tx, RESULTS_QUEUE, qm.msg_id).await?;
     tx.commit().await?;
     tr.emit();
     Ok(ResultDisposition::Applied)
@@ -551,14 +555,14 @@ pub async fn process_due_retries(
     pool: &Pool,
 ) -> Result<(usize, Option<chrono::DateTime<Utc>>), DbError> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
-            "SELECT DISTINCT task_uuid FROM tasker.workflow_steps
+    let rows = sql::query(
+        &client,
+        "SELECT DISTINCT task_uuid FROM tasker.workflow_steps
              WHERE current_state = 'waiting_for_retry' AND next_retry_at <= clock_timestamp()
              LIMIT 100",
-            &[],
-        )
-        .await?;
+        &[],
+    )
+    .await?;
     drop(client);
     let mut advanced = 0;
     for r in rows {
@@ -566,23 +570,23 @@ pub async fn process_due_retries(
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         let mut tr = Transitions::new();
-        let Some(task) = lock_task(&*tx, task_uuid, true).await? else {
+        let Some(task) = lock_task(&tx, task_uuid, true).await? else {
             continue; // busy: another transaction is advancing it
         };
-        advance(&*tx, &task, &mut tr).await?;
+        advance(&tx, &task, &mut tr).await?;
         tx.commit().await?;
         tr.emit();
         advanced += 1;
     }
     let client = pool.get().await?;
-    let next: Option<chrono::DateTime<Utc>> = client
-        .query_one(
-            "SELECT min(next_retry_at) AS next FROM tasker.workflow_steps
+    let next: Option<chrono::DateTime<Utc>> = sql::query_one(
+        &client,
+        "SELECT min(next_retry_at) AS next FROM tasker.workflow_steps
              WHERE current_state = 'waiting_for_retry'",
-            &[],
-        )
-        .await?
-        .try_get("next")?;
+        &[],
+    )
+    .await?
+    .try_get("next")?;
     Ok((advanced, next))
 }
 
@@ -607,15 +611,7 @@ pub async fn run(
             break;
         }
         let msgs = match pool.get().await {
-            Ok(c) => {
-                pgmq::read(
-                    &**c,
-                    RESULTS_QUEUE,
-                    settings.vt_seconds,
-                    settings.batch_size,
-                )
-                .await
-            }
+            Ok(c) => pgmq::read(&c, RESULTS_QUEUE, settings.vt_seconds, settings.batch_size).await,
             Err(e) => Err(DbError::from(e)),
         };
         let got = match msgs {

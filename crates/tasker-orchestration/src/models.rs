@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tasker_shared::dag::{self, StepView};
+use tasker_shared::db::sql;
 use tasker_shared::{DbError, StepState};
-use tokio_postgres::GenericClient;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -214,21 +215,21 @@ pub async fn load_tasks<C: GenericClient>(
         return Ok(Vec::new());
     }
     let ids_vec: Vec<Uuid> = ids.to_vec();
-    let task_rows = c
-        .query(
-            &format!("SELECT {TASK_COLUMNS} FROM tasker.tasks WHERE task_uuid = ANY($1)"),
-            &[&ids_vec],
-        )
-        .await?;
-    let step_rows = c
-        .query(
-            "SELECT s.*, COALESCE(ARRAY(SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
+    let task_rows = sql::query(
+        c,
+        &format!("SELECT {TASK_COLUMNS} FROM tasker.tasks WHERE task_uuid = ANY($1)"),
+        &[&ids_vec],
+    )
+    .await?;
+    let step_rows = sql::query(
+        c,
+        "SELECT s.*, COALESCE(ARRAY(SELECT e.from_step_uuid FROM tasker.workflow_step_edges e
                                         WHERE e.to_step_uuid = s.step_uuid), '{}') AS parents
              FROM tasker.workflow_steps s WHERE s.task_uuid = ANY($1)
              ORDER BY s.task_uuid, s.position",
-            &[&ids_vec],
-        )
-        .await?;
+        &[&ids_vec],
+    )
+    .await?;
     let mut steps_by_task: HashMap<Uuid, Vec<tokio_postgres::Row>> = HashMap::new();
     for r in step_rows {
         steps_by_task

@@ -91,7 +91,7 @@ async fn drive(pool: &Pool, ns: &str, id: Uuid) -> String {
     loop {
         let mut did = false;
         let c = pool.get().await.unwrap();
-        let msgs = pgmq::read(&**c, &queue, 30, 10).await.unwrap();
+        let msgs = pgmq::read(&c, &queue, 30, 10).await.unwrap();
         drop(c);
         for qm in &msgs {
             consumer::process_message(pool, "test-worker", &queue, qm)
@@ -100,7 +100,7 @@ async fn drive(pool: &Pool, ns: &str, id: Uuid) -> String {
             did = true;
         }
         let c = pool.get().await.unwrap();
-        let results = pgmq::read(&**c, RESULTS_QUEUE, 30, 10).await.unwrap();
+        let results = pgmq::read(&c, RESULTS_QUEUE, 30, 10).await.unwrap();
         drop(c);
         for qm in &results {
             engine::process_result(pool, qm).await.unwrap();
@@ -200,15 +200,15 @@ async fn duplicate_result_advances_nothing_twice() {
     .await;
     let queue = worker_queue_name("linear_workflow");
     let c = env.pool.get().await.unwrap();
-    let msgs = pgmq::read(&**c, &queue, 30, 10).await.unwrap();
+    let msgs = pgmq::read(&c, &queue, 30, 10).await.unwrap();
     assert_eq!(msgs.len(), 1);
     consumer::process_message(&env.pool, "w", &queue, &msgs[0])
         .await
         .unwrap();
-    let results = pgmq::read(&**c, RESULTS_QUEUE, 30, 10).await.unwrap();
+    let results = pgmq::read(&c, RESULTS_QUEUE, 30, 10).await.unwrap();
     assert_eq!(results.len(), 1);
     // deliver the same result body a second time
-    pgmq::send(&**c, RESULTS_QUEUE, &results[0].message)
+    pgmq::send(&c, RESULTS_QUEUE, &results[0].message)
         .await
         .unwrap();
     assert_eq!(
@@ -217,14 +217,14 @@ async fn duplicate_result_advances_nothing_twice() {
             .unwrap(),
         ResultDisposition::Applied
     );
-    let dup = pgmq::read(&**c, RESULTS_QUEUE, 30, 10).await.unwrap();
+    let dup = pgmq::read(&c, RESULTS_QUEUE, 30, 10).await.unwrap();
     assert_eq!(dup.len(), 1);
     assert_eq!(
         engine::process_result(&env.pool, &dup[0]).await.unwrap(),
         ResultDisposition::Duplicate
     );
     // exactly one follow-up step enqueued, step 1 completed once
-    let next = pgmq::read(&**c, &queue, 30, 10).await.unwrap();
+    let next = pgmq::read(&c, &queue, 30, 10).await.unwrap();
     assert_eq!(next.len(), 1);
     let n: i64 = c
         .query_one(
@@ -260,11 +260,11 @@ async fn message_reappears_after_visibility_timeout() {
     let queue = worker_queue_name("linear_workflow");
     let c = env.pool.get().await.unwrap();
     // a worker reads with a 1 s visibility timeout and dies
-    let first = pgmq::read(&**c, &queue, 1, 1).await.unwrap();
+    let first = pgmq::read(&c, &queue, 1, 1).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert!(pgmq::read(&**c, &queue, 1, 1).await.unwrap().is_empty());
+    assert!(pgmq::read(&c, &queue, 1, 1).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let again = pgmq::read(&**c, &queue, 30, 1).await.unwrap();
+    let again = pgmq::read(&c, &queue, 30, 1).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].msg_id, first[0].msg_id);
     assert_eq!(again[0].read_ct, 2);

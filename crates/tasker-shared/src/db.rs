@@ -185,3 +185,51 @@ pub fn spawn_listener(
         }
     })
 }
+
+/// Queries through the connection's prepared-statement cache: one round
+/// trip per statement instead of two (parse + execute) on the hot paths.
+pub mod sql {
+    use deadpool_postgres::GenericClient;
+    use tokio_postgres::types::ToSql;
+    use tokio_postgres::Row;
+
+    use crate::error::DbError;
+
+    pub type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+    pub async fn query<C: GenericClient>(
+        c: &C,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<Row>, DbError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query(&st, p).await?)
+    }
+
+    pub async fn query_one<C: GenericClient>(
+        c: &C,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Row, DbError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query_one(&st, p).await?)
+    }
+
+    pub async fn query_opt<C: GenericClient>(
+        c: &C,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Option<Row>, DbError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&st, p).await?)
+    }
+
+    pub async fn execute<C: GenericClient>(
+        c: &C,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<u64, DbError> {
+        let st = c.prepare_cached(sql).await?;
+        Ok(c.execute(&st, p).await?)
+    }
+}

@@ -2,8 +2,10 @@
 //! they run inside the caller's transaction: a state change and the message
 //! that announces it commit together or not at all.
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
+
+use crate::db::sql;
 
 use crate::error::DbError;
 
@@ -15,12 +17,12 @@ pub struct QueueMessage {
 }
 
 pub async fn send<C: GenericClient>(c: &C, queue: &str, msg: &Value) -> Result<i64, DbError> {
-    let row = c
-        .query_one(
-            "SELECT * FROM pgmq.send($1::text, $2::jsonb, 0::integer) AS t(msg_id)",
-            &[&queue, msg],
-        )
-        .await?;
+    let row = sql::query_one(
+        c,
+        "SELECT * FROM pgmq.send($1::text, $2::jsonb, 0::integer) AS t(msg_id)",
+        &[&queue, msg],
+    )
+    .await?;
     Ok(row.try_get::<_, i64>("msg_id")?)
 }
 
@@ -30,12 +32,12 @@ pub async fn read<C: GenericClient>(
     vt_seconds: i32,
     qty: i32,
 ) -> Result<Vec<QueueMessage>, DbError> {
-    let rows = c
-        .query(
-            "SELECT msg_id, read_ct, message FROM pgmq.read($1::text, $2::integer, $3::integer)",
-            &[&queue, &vt_seconds, &qty],
-        )
-        .await?;
+    let rows = sql::query(
+        c,
+        "SELECT msg_id, read_ct, message FROM pgmq.read($1::text, $2::integer, $3::integer)",
+        &[&queue, &vt_seconds, &qty],
+    )
+    .await?;
     rows.iter()
         .map(|r| {
             Ok(QueueMessage {
@@ -50,28 +52,31 @@ pub async fn read<C: GenericClient>(
 }
 
 pub async fn delete<C: GenericClient>(c: &C, queue: &str, msg_id: i64) -> Result<bool, DbError> {
-    let row = c
-        .query_one(
-            "SELECT pgmq.delete($1::text, $2::bigint) AS deleted",
-            &[&queue, &msg_id],
-        )
-        .await?;
+    let row = sql::query_one(
+        c,
+        "SELECT pgmq.delete($1::text, $2::bigint) AS deleted",
+        &[&queue, &msg_id],
+    )
+    .await?;
     Ok(row.try_get::<_, bool>("deleted")?)
 }
 
 /// Move a message to the queue's archive (for messages we cannot process).
 pub async fn archive<C: GenericClient>(c: &C, queue: &str, msg_id: i64) -> Result<bool, DbError> {
-    let row = c
-        .query_one(
-            "SELECT pgmq.archive($1::text, $2::bigint) AS archived",
-            &[&queue, &msg_id],
-        )
-        .await?;
+    let row = sql::query_one(
+        c,
+        "SELECT pgmq.archive($1::text, $2::bigint) AS archived",
+        &[&queue, &msg_id],
+    )
+    .await?;
     Ok(row.try_get::<_, bool>("archived")?)
 }
 
 /// Create a queue (idempotent) and make PGMQ NOTIFY on every insert.
-pub async fn create_queue<C: GenericClient>(c: &C, queue: &str) -> Result<(), DbError> {
+pub async fn create_queue<C: tokio_postgres::GenericClient>(
+    c: &C,
+    queue: &str,
+) -> Result<(), DbError> {
     c.execute("SELECT pgmq.create($1::text)", &[&queue]).await?;
     c.execute(
         "SELECT pgmq.enable_notify_insert($1::text, 0::integer)",
@@ -82,7 +87,7 @@ pub async fn create_queue<C: GenericClient>(c: &C, queue: &str) -> Result<(), Db
 }
 
 /// Which of `queues` are missing.
-pub async fn missing_queues<C: GenericClient>(
+pub async fn missing_queues<C: tokio_postgres::GenericClient>(
     c: &C,
     queues: &[String],
 ) -> Result<Vec<String>, DbError> {

@@ -2,8 +2,10 @@
 //! the caller's transaction, and one structured log line per transition,
 //! emitted once the transaction has committed.
 
+use deadpool_postgres::GenericClient;
 use serde_json::Value;
-use tokio_postgres::GenericClient;
+
+use crate::db::sql;
 use uuid::Uuid;
 
 use crate::error::DbError;
@@ -94,8 +96,7 @@ impl Transitions {
     ) -> Result<(), DbError> {
         from.check_transition(to)
             .map_err(|e| DbError::Other(e.to_string()))?;
-        let n = c
-            .execute(
+        let n = sql::execute(c,
                 "UPDATE tasker.tasks SET status = $3, updated_at = clock_timestamp(),
                         completed_at = CASE WHEN $3 IN ('complete', 'error', 'cancelled', 'resolved_manually')
                                             THEN clock_timestamp() ELSE completed_at END
@@ -121,7 +122,8 @@ impl Transitions {
         to: TaskState,
         metadata: Value,
     ) -> Result<(), DbError> {
-        c.execute(
+        sql::execute(
+            c,
             "INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
              VALUES ($1, $2, $3, $4)",
             &[
@@ -156,7 +158,8 @@ impl Transitions {
     ) -> Result<(), DbError> {
         from.check_transition(to)
             .map_err(|e| DbError::Other(e.to_string()))?;
-        c.execute(
+        sql::execute(
+            c,
             "INSERT INTO tasker.workflow_step_transitions
                  (step_uuid, task_uuid, from_state, to_state, attempt, metadata)
              VALUES ($1, $2, $3, $4, $5, $6)",

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use deadpool_postgres::Pool;
 use serde_json::json;
+use tasker_shared::db::sql;
 use tasker_shared::messages::{StepMessage, StepOutcome, StepResultMessage};
 use tasker_shared::pgmq::{self, QueueMessage};
 use tasker_shared::templates::RESULTS_QUEUE;
@@ -54,7 +55,7 @@ pub async fn process_message(
         Err(e) => {
             tracing::error!(queue, msg_id = qm.msg_id, error = %e, "invalid step message, archiving");
             let c = pool.get().await?;
-            pgmq::archive(&**c, queue, qm.msg_id).await?;
+            pgmq::archive(&c, queue, qm.msg_id).await?;
             return Ok(Processed::Invalid);
         }
     };
@@ -63,16 +64,16 @@ pub async fn process_message(
     let mut client = pool.get().await?;
     {
         let tx = client.transaction().await?;
-        let row = tx
-            .query_opt(
-                "SELECT current_state, attempts FROM tasker.workflow_steps
+        let row = sql::query_opt(
+            &tx,
+            "SELECT current_state, attempts FROM tasker.workflow_steps
                  WHERE step_uuid = $1 FOR UPDATE",
-                &[&msg.step_uuid],
-            )
-            .await?;
+            &[&msg.step_uuid],
+        )
+        .await?;
         let Some(row) = row else {
             tracing::warn!(step_uuid = %msg.step_uuid, "step message for an unknown step, archiving");
-            pgmq::archive(&*tx, queue, qm.msg_id).await?;
+            pgmq::archive(&tx, queue, qm.msg_id).await?;
             tx.commit().await?;
             return Ok(Processed::Stale);
         };
@@ -84,7 +85,8 @@ pub async fn process_message(
         let mut tr = Transitions::new();
         match state {
             StepState::Enqueued if attempts.checked_add(1) == Some(msg.attempt) => {
-                tx.execute(
+                sql::execute(
+                    &tx,
                     "UPDATE tasker.workflow_steps
                      SET current_state = 'in_progress', attempts = $2,
                          last_attempted_at = clock_timestamp(), updated_at = clock_timestamp()
@@ -93,7 +95,7 @@ pub async fn process_message(
                 )
                 .await?;
                 tr.record_step(
-                    &*tx,
+                    &tx,
                     msg.task_uuid,
                     msg.step_uuid,
                     &msg.step_name,
@@ -117,7 +119,7 @@ pub async fn process_message(
                     state = %state, attempts, msg_attempt = msg.attempt,
                     "stale step message, deleting"
                 );
-                pgmq::delete(&*tx, queue, qm.msg_id).await?;
+                pgmq::delete(&tx, queue, qm.msg_id).await?;
                 tx.commit().await?;
                 return Ok(Processed::Stale);
             }
@@ -136,13 +138,13 @@ pub async fn process_message(
 
     // 3. hand the result to orchestration
     let tx = client.transaction().await?;
-    let row = tx
-        .query_opt(
-            "SELECT current_state, attempts FROM tasker.workflow_steps
+    let row = sql::query_opt(
+        &tx,
+        "SELECT current_state, attempts FROM tasker.workflow_steps
              WHERE step_uuid = $1 FOR UPDATE",
-            &[&msg.step_uuid],
-        )
-        .await?;
+        &[&msg.step_uuid],
+    )
+    .await?;
     let still_ours = match &row {
         Some(r) => {
             r.try_get::<_, String>("current_state")? == StepState::InProgress.as_str()
@@ -152,7 +154,7 @@ pub async fn process_message(
     };
     if !still_ours {
         tracing::info!(step_uuid = %msg.step_uuid, "step finished elsewhere meanwhile, dropping result");
-        pgmq::delete(&*tx, queue, qm.msg_id).await?;
+        pgmq::delete(&tx, queue, qm.msg_id).await?;
         tx.commit().await?;
         return Ok(Processed::Stale);
     }
@@ -163,7 +165,8 @@ pub async fn process_message(
             Processed::Failed,
         ),
     };
-    tx.execute(
+    sql::execute(
+        &tx,
         "UPDATE tasker.workflow_steps SET current_state = $2, updated_at = clock_timestamp()
          WHERE step_uuid = $1",
         &[&msg.step_uuid, &to.as_str()],
@@ -171,7 +174,7 @@ pub async fn process_message(
     .await?;
     let mut tr = Transitions::new();
     tr.record_step(
-        &*tx,
+        &tx,
         msg.task_uuid,
         msg.step_uuid,
         &msg.step_name,
@@ -191,8 +194,8 @@ pub async fn process_message(
         outcome,
     };
     let body = serde_json::to_value(&result).map_err(|e| DbError::Other(e.to_string()))?;
-    pgmq::send(&*tx, RESULTS_QUEUE, &body).await?;
-    pgmq::delete(&*tx, queue, qm.msg_id).await?;
+    pgmq::send(&tx, RESULTS_QUEUE, &body).await?;
+    pgmq::delete(&tx, queue, qm.msg_id).await?;
     tx.commit().await?;
     tr.emit();
     Ok(processed)
@@ -225,7 +228,7 @@ pub async fn run(
             }
             let qty = i32::try_from(free).unwrap_or(i32::MAX);
             let msgs = match pool.get().await {
-                Ok(c) => pgmq::read(&**c, queue, settings.vt_seconds, qty).await,
+                Ok(c) => pgmq::read(&c, queue, settings.vt_seconds, qty).await,
                 Err(e) => Err(DbError::from(e)),
             };
             let msgs = match msgs {
