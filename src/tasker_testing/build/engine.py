@@ -45,18 +45,22 @@ class Engine:
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False
-    )
+    return subprocess.run(args, capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False)
 
 
 def _candidates() -> list[str]:
     """The docker CLIs to try: $TASKER_DOCKER_CLI, then PATH's, then Debian's."""
-    found = [os.environ.get("TASKER_DOCKER_CLI", ""), shutil.which("docker") or "", "/usr/bin/docker"]
+    found = [
+        os.environ.get("TASKER_DOCKER_CLI", ""),
+        shutil.which("docker") or "",
+        "/usr/bin/docker",
+    ]
     unique: list[str] = []
     for path in found:
-        if path and os.access(path, os.X_OK) and os.path.realpath(path) not in map(
-            os.path.realpath, unique
+        if (
+            path
+            and os.access(path, os.X_OK)
+            and os.path.realpath(path) not in map(os.path.realpath, unique)
         ):
             unique.append(path)
     return unique
