@@ -4,6 +4,8 @@
 * ``up``     start one stack that outlives this command (labelled kept) and print its URLs
 * ``down``   remove the stacks started by ``up``
 * ``clean``  remove every labelled container, network and volume (kept ones included)
+* ``with-db -- CMD…``  run CMD with DATABASE_URL pointing at a fresh db-image container, removed
+  afterwards (a watchdog removes it even if this process is killed)
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cmd = sub.add_parser(name)
         cmd.add_argument("--build-mode", default=None)
         cmd.add_argument("--rebuild", action="store_true")
+    with_db = sub.add_parser("with-db")
+    with_db.add_argument("--build-mode", default=None)
+    with_db.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("down")
     sub.add_parser("clean")
     args = parser.parse_args(argv)
@@ -46,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"orchestration: {stack.orchestration_url}")
             print(f"worker:        {stack.worker_url}")
             print(f"database:      {stack.db_dsn()}")
+        elif args.command == "with-db":
+            return _with_db(args.build_mode, [c for c in args.cmd if c != "--"])
         elif args.command == "down":
             result = cleanup.sweep([f"{labels.ROOT}=1", f"{labels.WORKER}=cli"])
             print(result.summary())
@@ -55,6 +62,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _with_db(mode_name: str | None, command: list[str]) -> int:
+    """Run ``command`` against a database of the tier's db image, then remove it."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+
+    from tasker_testing.stack import TASKER_STACK, Stack, StackSpec  # noqa: PLC0415
+
+    if not command:
+        print("error: with-db needs a command after --", file=sys.stderr)
+        return 2
+    images = _images(mode_name, rebuild=False)
+    spec = StackSpec(services=(TASKER_STACK.service(TASKER_STACK.db_service),), template_after=None)
+    owner = labels.Owner(run_id=labels.new_run_id(), worker="withdb")
+    watchdog = cleanup.Watchdog.spawn(owner)
+    try:
+        with Stack(spec, images, owner) as stack:
+            port = stack.port(spec.db_service, 5432)
+            url = f"postgres://{spec.db_user}:{stack.db_password}@127.0.0.1:{port}/{spec.db_name}"
+            return subprocess.run(
+                command, env={**os.environ, "DATABASE_URL": url}, check=False
+            ).returncode
+    finally:
+        watchdog.release()
 
 
 if __name__ == "__main__":

@@ -285,3 +285,19 @@ def base_build_args(log: Log = print, *, with_tools: bool = False) -> dict[str, 
     if choice != "local":
         raise EngineError(f"TASKER_BASE_IMAGES={choice!r}: valid values are local, official")
     return ensure_base_images(log, with_tools=with_tools)
+
+
+def main() -> int:
+    """`python -m tasker_testing.build.bases [--with-tools]`: create the missing local bases."""
+    try:
+        tags = ensure_base_images(with_tools="--with-tools" in sys.argv[1:])
+    except (BaseImageError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for arg, tag in tags.items():
+        print(f"{arg}={tag}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
