@@ -140,14 +140,6 @@ pub async fn create_task(
     }
     tr.record_task(&tx, task_uuid, None, TaskState::Pending, json!({}))
         .await?;
-    tr.task(
-        &tx,
-        task_uuid,
-        TaskState::Pending,
-        TaskState::Initializing,
-        json!({}),
-    )
-    .await?;
 
     let mut ids: HashMap<&str, Uuid> = HashMap::new();
     for (pos, s) in template.steps.iter().enumerate() {
@@ -197,7 +189,7 @@ pub async fn create_task(
         task_uuid,
         namespace: req.namespace.clone(),
         context,
-        status: TaskState::Initializing,
+        status: TaskState::Pending,
     };
     advance(&tx, &info, &mut tr).await?;
     tx.commit().await?;
@@ -291,26 +283,18 @@ pub async fn advance<C: GenericClient>(
     task: &TaskInfo,
     tr: &mut Transitions,
 ) -> Result<TaskState, DbError> {
-    let mut state = task.status;
-    match state {
-        TaskState::Initializing => {}
+    // The states the task passes through in this transaction, recorded at
+    // the end with one UPDATE and one INSERT.
+    let mut path = vec![task.status];
+    match task.status {
+        TaskState::Pending => path.push(TaskState::Initializing),
         TaskState::StepsInProcess
         | TaskState::WaitingForRetry
         | TaskState::WaitingForDependencies
-        | TaskState::BlockedByFailures => {
-            tr.task(
-                c,
-                task.task_uuid,
-                state,
-                TaskState::EvaluatingResults,
-                json!({}),
-            )
-            .await?;
-            state = TaskState::EvaluatingResults;
-        }
+        | TaskState::BlockedByFailures => path.push(TaskState::EvaluatingResults),
         // complete, error, cancelled, resolved_manually, or a state only
         // held inside a transaction: nothing to do.
-        _ => return Ok(state),
+        _ => return Ok(task.status),
     }
     let steps = load_steps(c, task.task_uuid).await?;
     let views: Vec<StepView> = steps.iter().map(|s| s.view.clone()).collect();
@@ -325,12 +309,7 @@ pub async fn advance<C: GenericClient>(
         Outcome::WaitingForRetry => TaskState::WaitingForRetry,
         Outcome::WaitingForDependencies => TaskState::WaitingForDependencies,
     };
-    let meta = json!({
-        "total_steps": ev.total, "completed_steps": ev.complete, "failed_steps": ev.error,
-        "in_flight_steps": ev.in_flight, "ready_steps": ev.ready.len(),
-    });
-    tr.task(c, task.task_uuid, state, target, meta).await?;
-    state = target;
+    path.push(target);
     if outcome == Outcome::EnqueueReady {
         let by_id: HashMap<Uuid, &StepRow> = steps.iter().map(|s| (s.view.id, s)).collect();
         let queue = worker_queue_name(&task.namespace);
@@ -338,17 +317,14 @@ pub async fn advance<C: GenericClient>(
             let Some(step) = by_id.get(id) else { continue };
             enqueue_step(c, task, step, &by_id, &queue, tr).await?;
         }
-        tr.task(
-            c,
-            task.task_uuid,
-            TaskState::EnqueuingSteps,
-            TaskState::StepsInProcess,
-            json!({"enqueued": ev.ready.len()}),
-        )
-        .await?;
-        state = TaskState::StepsInProcess;
+        path.push(TaskState::StepsInProcess);
     }
-    Ok(state)
+    let meta = json!({
+        "total_steps": ev.total, "completed_steps": ev.complete, "failed_steps": ev.error,
+        "in_flight_steps": ev.in_flight, "enqueued_steps": ev.ready.len(),
+    });
+    tr.task_path(c, task.task_uuid, &path, meta).await?;
+    Ok(path.last().copied().unwrap_or(task.status))
 }
 
 async fn enqueue_step<C: GenericClient>(

@@ -113,6 +113,60 @@ impl Transitions {
             .await
     }
 
+    /// Move a task along `path` (`path[0]` is its current state), checking
+    /// every step of the way, with one UPDATE and one INSERT of all the
+    /// transition rows.
+    pub async fn task_path<C: GenericClient>(
+        &mut self,
+        c: &C,
+        task_uuid: Uuid,
+        path: &[TaskState],
+        metadata: Value,
+    ) -> Result<(), DbError> {
+        let (Some(first), Some(last)) = (path.first(), path.last()) else {
+            return Ok(());
+        };
+        if path.len() < 2 {
+            return Ok(());
+        }
+        for w in path.windows(2) {
+            w[0].check_transition(w[1])
+                .map_err(|e| DbError::Other(e.to_string()))?;
+        }
+        let n = sql::execute(
+            c,
+            "UPDATE tasker.tasks SET status = $3, updated_at = clock_timestamp(),
+                    completed_at = CASE WHEN $3 IN ('complete', 'error', 'cancelled', 'resolved_manually')
+                                        THEN clock_timestamp() ELSE completed_at END
+             WHERE task_uuid = $1 AND status = $2",
+            &[&task_uuid, &first.as_str(), &last.as_str()],
+        )
+        .await?;
+        if n != 1 {
+            return Err(DbError::Other(format!(
+                "task {task_uuid} is no longer {first} (wanted -> {last})"
+            )));
+        }
+        let froms: Vec<&str> = path[..path.len() - 1].iter().map(|s| s.as_str()).collect();
+        let tos: Vec<&str> = path[1..].iter().map(|s| s.as_str()).collect();
+        sql::execute(
+            c,
+            "INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, metadata)
+             SELECT $1, f, t, $4 FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS x(f, t, i)
+             ORDER BY i",
+            &[&task_uuid, &froms, &tos, &metadata],
+        )
+        .await?;
+        for w in path.windows(2) {
+            self.logs.push(TransitionLog::Task {
+                task_uuid,
+                from: Some(w[0]),
+                to: w[1],
+            });
+        }
+        Ok(())
+    }
+
     /// Only insert the task transition row (the caller updated the row).
     pub async fn record_task<C: GenericClient>(
         &mut self,
