@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .engine import EngineError, probe
+from .engine import EngineError, local_image_tags, probe
 
 SUITE = "bookworm"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -212,7 +212,7 @@ def _import(base: BaseImage, tag: str) -> None:
 
 
 def _exists(tag: str) -> bool:
-    return bool(probe().client.image.exists(tag))
+    return tag in local_image_tags()
 
 
 def tools_tag(rust_tag: str) -> str:
@@ -257,7 +257,8 @@ def _ensure_tools(rust_tag: str, log: Log) -> str:
 def ensure_base_images(log: Log = print, *, with_tools: bool = False) -> dict[str, str]:
     """Build-arg → local tag for every base, creating the missing ones (in parallel)."""
     tags = {base.arg: local_tag(base) for base in BASE_IMAGES}
-    missing = [base for base in BASE_IMAGES if not _exists(tags[base.arg])]
+    present = local_image_tags()
+    missing = [base for base in BASE_IMAGES if tags[base.arg] not in present]
     if missing and shutil.which("mmdebstrap") is None:
         raise EngineError(
             "local base images are missing and mmdebstrap is not installed: "

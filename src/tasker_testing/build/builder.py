@@ -17,11 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
-from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import run, stream_stdout_and_stderr
 
 from . import bases
-from .engine import Engine, probe
+from .engine import Engine, local_image_tags, probe
 from .images import ImageSpec, content_hash
 from .modes import BuildMode
 
@@ -130,7 +128,7 @@ def _gha_secret_args(engine: Engine) -> Iterator[list[str]]:
 
 def _build_command(engine: Engine, image: PlannedImage, root: Path, extra: list[str]) -> list[str]:
     spec = image.spec
-    command = [*engine.client.client_config.docker_cmd]
+    command = [engine.cli]
     command += ["buildx", "build", "--load"] if engine.builder == "buildx" else ["build"]
     command += ["--progress=plain", "-f", str(root / spec.dockerfile), "-t", image.tag]
     if spec.target:
@@ -150,6 +148,10 @@ def _build_command(engine: Engine, image: PlannedImage, root: Path, extra: list[
 
 
 def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str], log: Log) -> None:
+    # python-on-whales costs ~0.6 s to import: only a build that really runs pays for it.
+    from python_on_whales.exceptions import DockerException  # noqa: PLC0415
+    from python_on_whales.utils import stream_stdout_and_stderr  # noqa: PLC0415
+
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
     command = _build_command(engine, image, root, extra)
     try:
@@ -192,13 +194,12 @@ def ensure_images(
     first build and then find its images.
     """
     say: Log = log or _default_log()
-    engine = probe()
     planned = plan(mode, _expected_base_args(mode), root)
-    local = _local_tags(engine)
-    if not rebuild and all(image.tag in local for image in planned):
-        return {image.service: image.tag for image in planned}
+    if not rebuild and {image.tag for image in planned} <= local_image_tags():
+        return {image.service: image.tag for image in planned}  # the hit path: no probe, no build
+    engine = probe()
     with _lock(mode, root):
-        local = _local_tags(engine)
+        local = local_image_tags(engine.cli)
         missing = [image for image in planned if rebuild or image.tag not in local]
         if missing:
             base_args = bases.base_build_args(say, with_tools=mode is not BuildMode.FAST)

@@ -12,9 +12,10 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from python_on_whales import DockerClient
+if TYPE_CHECKING:
+    from python_on_whales import DockerClient
 
 Builder = Literal["buildx", "classic-buildkit"]
 # A CLI this old still builds with BuildKit without the buildx plugin (removed in 23.0).
@@ -33,11 +34,17 @@ class Engine:
     cli: str
     builder: Builder
     server_version: str
-    compose: tuple[str, ...] | None  # the command line that runs compose, if any
 
     @property
     def client(self) -> DockerClient:
+        from python_on_whales import DockerClient  # noqa: PLC0415  (a slow import: only here)
+
         return DockerClient(client_call=[self.cli])
+
+    @property
+    def compose(self) -> tuple[str, ...] | None:
+        """The command line that runs Compose (v2 plugin first, then v1), if any."""
+        return _compose()
 
     @property
     def build_env(self) -> dict[str, str]:
@@ -46,6 +53,24 @@ class Engine:
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=_PROBE_TIMEOUT, check=False)
+
+
+def default_cli() -> str:
+    """The CLI for everyday calls (list, inspect): $TASKER_DOCKER_CLI or PATH's docker."""
+    return os.environ.get("TASKER_DOCKER_CLI") or shutil.which("docker") or "/usr/bin/docker"
+
+
+def local_image_tags(cli: str | None = None) -> set[str]:
+    """Every repo:tag on the engine, in one call; an EngineError if the engine does not answer."""
+    command = [cli or default_cli(), "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]
+    try:
+        result = _run(*command)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise EngineError(f"cannot run {command[0]!r}: {exc}") from exc
+    if result.returncode != 0:
+        server_version(command[0])  # raises the unreachable-engine error with its hint
+        raise EngineError(f"listing images failed: {result.stderr.strip()}")
+    return set(result.stdout.split())
 
 
 def _candidates() -> list[str]:
@@ -91,6 +116,7 @@ def _client_major(cli: str) -> int:
         return 0
 
 
+@cache
 def _compose() -> tuple[str, ...] | None:
     for command in (("docker", "compose"), ("docker-compose",)):
         if shutil.which(command[0]) is None:
@@ -112,10 +138,10 @@ def probe() -> Engine:
     version = server_version(candidates[0])
     for cli in candidates:
         if _run(cli, "buildx", "version").returncode == 0:
-            return Engine(cli, "buildx", version, _compose())
+            return Engine(cli, "buildx", version)
     for cli in candidates:
         if 0 < _client_major(cli) <= _LAST_CLASSIC_BUILDKIT_MAJOR:
-            return Engine(cli, "classic-buildkit", version, _compose())
+            return Engine(cli, "classic-buildkit", version)
     raise EngineError(
         "no docker CLI here can build with BuildKit (needed for RUN --mount cache mounts): "
         f"tried {', '.join(candidates)}. Install the buildx plugin (package docker-buildx or "
