@@ -49,8 +49,20 @@ def rust_test(session: nox.Session) -> None:
     """cargo test, then the DB-backed tests against a db-image container."""
     install(session)
     session.run("cargo", "test", "--workspace", "--locked", external=True)
-    session.run("python", "-m", "tasker_testing", "with-db", "--",
-                "cargo", "test", "--workspace", "--locked", "--", "--ignored", external=True)
+    session.run(
+        "python",
+        "-m",
+        "tasker_testing",
+        "with-db",
+        "--",
+        "cargo",
+        "test",
+        "--workspace",
+        "--locked",
+        "--",
+        "--ignored",
+        external=True,
+    )
 
 
 @nox.session(name="base-images", default=False)
@@ -86,8 +98,15 @@ def integration_fast(session: nox.Session) -> None:
     """Build the fast tier, then the integration suite on one stack per xdist worker."""
     install(session, "test")
     build_tier(session, "fast")
-    session.run("pytest", "-n", "auto", "--build-mode=fast", "tests/integration", "tests/harness",
-                *pytest_args(session))
+    session.run(
+        "pytest",
+        "-n",
+        "auto",
+        "--build-mode=fast",
+        "tests/integration",
+        "tests/harness",
+        *pytest_args(session),
+    )
 
 
 @nox.session(name="integration-ci", default=False)
@@ -95,8 +114,9 @@ def integration_ci(session: nox.Session) -> None:
     """Build the ci tier, then the integration suite (shard with `-- --splits N --group i`)."""
     install(session, "test")
     build_tier(session, "ci")
-    session.run("pytest", "-n", "auto", "--build-mode=ci", "tests/integration",
-                *pytest_args(session))
+    session.run(
+        "pytest", "-n", "auto", "--build-mode=ci", "tests/integration", *pytest_args(session)
+    )
 
 
 @nox.session(name="integration-prod", default=False)
@@ -104,8 +124,9 @@ def integration_prod(session: nox.Session) -> None:
     """Build the prod tier, then the integration suite against it."""
     install(session, "test")
     build_tier(session, "prod")
-    session.run("pytest", "-n", "auto", "--build-mode=prod", "tests/integration",
-                *pytest_args(session))
+    session.run(
+        "pytest", "-n", "auto", "--build-mode=prod", "tests/integration", *pytest_args(session)
+    )
 
 
 @nox.session(tags=["ci"], default=False)
@@ -114,9 +135,17 @@ def parity(session: nox.Session) -> None:
     install(session, "test")
     for tier in ("ci", "prod"):
         build_tier(session, tier)
-        session.run("pytest", "-n", "2", f"--build-mode={tier}", "-m", "smoke",
-                    "tests/integration", f"--junitxml=artifacts/junit/parity-{tier}.xml",
-                    *pytest_args(session))
+        session.run(
+            "pytest",
+            "-n",
+            "2",
+            f"--build-mode={tier}",
+            "-m",
+            "smoke",
+            "tests/integration",
+            f"--junitxml=artifacts/junit/parity-{tier}.xml",
+            *pytest_args(session),
+        )
 
 
 @nox.session(default=False)

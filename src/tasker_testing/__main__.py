@@ -19,7 +19,7 @@ from tasker_testing import cleanup, labels
 
 
 def _images(mode_name: str | None, rebuild: bool) -> dict[str, str]:
-    from tasker_testing.build import BuildMode, ensure_images  # noqa: PLC0415
+    from tasker_testing.build import BuildMode, ensure_images
 
     mode = BuildMode.parse(mode_name) if mode_name else BuildMode.from_env()
     return dict(ensure_images(mode, rebuild=rebuild))
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "build":
             print(json.dumps(_images(args.build_mode, args.rebuild), indent=2))
         elif args.command == "up":
-            from tasker_testing.stack import TASKER_STACK, Stack  # noqa: PLC0415
+            from tasker_testing.stack import TASKER_STACK, Stack
 
             owner = labels.Owner(run_id=labels.new_run_id(), worker="cli")
             stack = Stack(TASKER_STACK, _images(args.build_mode, args.rebuild), owner, keep=True)
@@ -66,10 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _with_db(mode_name: str | None, command: list[str]) -> int:
     """Run ``command`` against a database of the tier's db image, then remove it."""
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
+    import os
+    import subprocess
 
-    from tasker_testing.stack import TASKER_STACK, Stack, StackSpec  # noqa: PLC0415
+    from tasker_testing.stack import TASKER_STACK, Stack, StackSpec
 
     if not command:
         print("error: with-db needs a command after --", file=sys.stderr)

@@ -24,8 +24,10 @@ from tasker_testing.labels import Owner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO_ROOT / "docker" / "compose"
-FILES = {tier: COMPOSE_DIR / f"{name}.yml" for tier, name in
-         (("fast", "test"), ("ci", "ci"), ("prod", "prod"))}
+FILES = {
+    tier: COMPOSE_DIR / f"{name}.yml"
+    for tier, name in (("fast", "test"), ("ci", "ci"), ("prod", "prod"))
+}
 _POLL_S = 0.2
 
 
@@ -45,7 +47,11 @@ class ComposeProject:
     def run(self, *args: str, timeout: float = 900) -> str:
         result = subprocess.run(
             [*self.command, "-p", self.name, "-f", str(self.file), *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if result.returncode != 0:
             raise ComposeError(
@@ -63,20 +69,31 @@ class ComposeProject:
         cli = probe().cli
         while True:
             ids = self.container_ids()
-            listing = subprocess.run(
-                [cli, "inspect", "--format", "{{json .State}}", *ids],
-                capture_output=True, text=True, check=False,
-            ).stdout if ids else ""
+            listing = (
+                subprocess.run(
+                    [cli, "inspect", "--format", "{{json .State}}", *ids],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                ).stdout
+                if ids
+                else ""
+            )
             states = [json.loads(line) for line in listing.splitlines() if line.strip()]
-            pending = [s for s in states if s.get("Status") != "exited"
-                       and s.get("Health", {}).get("Status") != "healthy"]
+            pending = [
+                s
+                for s in states
+                if s.get("Status") != "exited" and s.get("Health", {}).get("Status") != "healthy"
+            ]
             failed = [s for s in states if s.get("Status") == "exited" and s.get("ExitCode")]
             if failed:
                 raise ComposeError(f"a one-shot service failed: {failed}\n{self.run('logs')}")
             if ids and not pending:
                 return time.monotonic() - started
             if time.monotonic() > deadline:
-                raise ComposeError(f"not healthy after {timeout}s:\n{self.run('logs', '--tail=50')}")
+                raise ComposeError(
+                    f"not healthy after {timeout}s:\n{self.run('logs', '--tail=50')}"
+                )
             time.sleep(_POLL_S)
 
     def port(self, service: str, container_port: int) -> int:

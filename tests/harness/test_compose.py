@@ -34,8 +34,9 @@ def test_compose_file_is_valid(tier, owner):
 
 
 def test_compose_file_refuses_to_run_without_a_password(owner):
-    with compose.project("fast", owner, password="") as proj, pytest.raises(
-        compose.ComposeError, match="POSTGRES_PASSWORD"
+    with (
+        compose.project("fast", owner, password="") as proj,
+        pytest.raises(compose.ComposeError, match="POSTGRES_PASSWORD"),
     ):
         proj.run("config", "-q")
 

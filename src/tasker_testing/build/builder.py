@@ -79,19 +79,6 @@ def plan(
     return planned
 
 
-def _local_tags(engine: Engine) -> set[str]:
-    listing = run(
-        [
-            *engine.client.client_config.docker_cmd,
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}}",
-        ]
-    )
-    return set(listing.split())
-
-
 def _expected_base_args(mode: BuildMode) -> dict[str, str]:
     """Base ARG values without touching Docker, so a hash hit costs no base-image check."""
     if os.environ.get("TASKER_BASE_IMAGES", "local").strip().lower() == "official":
@@ -149,8 +136,8 @@ def _build_command(engine: Engine, image: PlannedImage, root: Path, extra: list[
 
 def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str], log: Log) -> None:
     # python-on-whales costs ~0.6 s to import: only a build that really runs pays for it.
-    from python_on_whales.exceptions import DockerException  # noqa: PLC0415
-    from python_on_whales.utils import stream_stdout_and_stderr  # noqa: PLC0415
+    from python_on_whales.exceptions import DockerException
+    from python_on_whales.utils import stream_stdout_and_stderr
 
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
     command = _build_command(engine, image, root, extra)
@@ -159,8 +146,7 @@ def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str]
             line = raw.decode(errors="replace").rstrip()
             tail.append(line)
             if (
-                line.startswith("#")
-                and (" [" in line or "DONE" in line or "ERROR" in line)
+                (line.startswith("#") and (" [" in line or "DONE" in line or "ERROR" in line))
                 or "sccache-stats:" in line
                 or "error" in line.lower()
             ):
@@ -173,6 +159,13 @@ def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str]
             + "\nhint: fix the error above; `docker build` of that target reproduces it, and "
             "`--rebuild` forces a fresh build once it is fixed."
         ) from None
+
+
+def _build_all(
+    engine: Engine, images: list[PlannedImage], root: Path, extra: list[str], log: Log
+) -> None:
+    for image in images:
+        _run_build(engine, image, root, extra, log)
 
 
 def _lock(mode: BuildMode, root: Path) -> FileLock:
@@ -226,7 +219,7 @@ def _build_missing(
         extra = stack.enter_context(_gha_secret_args(engine)) if mode is BuildMode.CI else []
         # The database image builds beside the Rust compile; the service targets go one after
         # another because each later one is a cache hit on the shared compile stage.
-        db_job = pool.submit(lambda: [_run_build(engine, i, root, [], say) for i in db])
+        db_job = pool.submit(_build_all, engine, db, root, [], say)
         for image in services:
             say(f"building {image.tag}")
             _run_build(engine, image, root, extra, say)

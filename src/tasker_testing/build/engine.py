@@ -37,7 +37,7 @@ class Engine:
 
     @property
     def client(self) -> DockerClient:
-        from python_on_whales import DockerClient  # noqa: PLC0415  (a slow import: only here)
+        from python_on_whales import DockerClient
 
         return DockerClient(client_call=[self.cli])
 
