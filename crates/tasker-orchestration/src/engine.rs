@@ -311,12 +311,6 @@ pub async fn advance<C: GenericClient>(
     };
     path.push(target);
     if outcome == Outcome::EnqueueReady {
-        let by_id: HashMap<Uuid, &StepRow> = steps.iter().map(|s| (s.view.id, s)).collect();
-        let queue = worker_queue_name(&task.namespace);
-        for id in &ev.ready {
-            let Some(step) = by_id.get(id) else { continue };
-            enqueue_step(c, task, step, &by_id, &queue, tr).await?;
-        }
         path.push(TaskState::StepsInProcess);
     }
     let meta = json!({
@@ -324,6 +318,14 @@ pub async fn advance<C: GenericClient>(
         "in_flight_steps": ev.in_flight, "enqueued_steps": ev.ready.len(),
     });
     tr.task_path(c, task.task_uuid, &path, meta).await?;
+    if outcome == Outcome::EnqueueReady {
+        let by_id: HashMap<Uuid, &StepRow> = steps.iter().map(|s| (s.view.id, s)).collect();
+        let queue = worker_queue_name(&task.namespace);
+        for id in &ev.ready {
+            let Some(step) = by_id.get(id) else { continue };
+            enqueue_step(c, task, step, &by_id, &queue, tr).await?;
+        }
+    }
     Ok(path.last().copied().unwrap_or(task.status))
 }
 

@@ -23,6 +23,7 @@ pub fn router(state: Arc<HealthState>) -> Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -42,6 +43,14 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": {"code": "NOT_FOUND", "message": "no such route"}})),
+    )
+        .into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this route"}})),
     )
         .into_response()
 }
