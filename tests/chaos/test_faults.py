@@ -78,9 +78,7 @@ def _wait_mid_workflow(
 
 def _wait_all(client: OrchestrationClient, tasks: list[tuple[Task, Any, int]]) -> list[Task]:
     with ThreadPoolExecutor(max_workers=5) as pool:
-        return list(
-            pool.map(lambda t: client.wait_for_completion(t[0].task_uuid, WAIT_S), tasks)
-        )
+        return list(pool.map(lambda t: client.wait_for_completion(t[0].task_uuid, WAIT_S), tasks))
 
 
 def _assert_each_step_completed_once(stack: Stack, task_uuids: list[str]) -> dict[str, int]:
