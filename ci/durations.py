@@ -8,7 +8,8 @@
 `refresh` runs pytest (this interpreter) with the given arguments and a JUnit report, then takes
 every test's time from it: JUnit times work under xdist, where `--store-durations` sees only part
 of the run. The run is taken as the whole suite, so tests it did not run are dropped
-(`--keep-stale` keeps them). Nothing is written when pytest fails.
+(`--keep-stale` keeps them). Nothing is written when pytest fails, unless `--accept-failures`
+(exit 1 only: some tests failed, their times are still taken; the exit code stays 1).
 `from-junit` does the same from existing reports (e.g. every shard's JUnit of a CI run), keeping
 the tests they do not mention. `merge` combines durations files, later ones winning.
 `check` lists collected tests the file lacks (pytest-split gives those the average time) and
@@ -97,12 +98,17 @@ def _run(command: list[str]) -> int:
 
 
 def refresh(
-    output: Path, pytest_args: Sequence[str], *, keep_stale: bool, run: Runner = _run
+    output: Path,
+    pytest_args: Sequence[str],
+    *,
+    keep_stale: bool,
+    accept_failures: bool = False,
+    run: Runner = _run,
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="durations-") as tmp:
         report = Path(tmp) / "junit.xml"
         code = run([sys.executable, "-m", "pytest", *pytest_args, f"--junitxml={report}"])
-        if code != 0:
+        if code != 0 and not (accept_failures and code == 1 and report.is_file()):
             print(f"pytest exited {code}: {output} left as it was", file=sys.stderr)
             return code
         fresh = from_junit([report])
@@ -114,7 +120,7 @@ def refresh(
     dump(new, output)
     dropped = len(set(old) - set(new))
     print(f"{output}: {len(new)} tests ({len(set(new) - set(old))} new, {dropped} dropped)")
-    return 0
+    return code
 
 
 def _collect(pytest_args: Sequence[str]) -> list[str]:
@@ -147,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--keep-stale", action="store_true", help="keep entries of tests this run did not run"
     )
+    cmd.add_argument(
+        "--accept-failures",
+        action="store_true",
+        help="write the times even when some tests failed (pytest exit 1)",
+    )
     cmd.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: pytest arguments")
     cmd = sub.add_parser("from-junit", help="update the file from JUnit reports")
     cmd.add_argument("paths", nargs="+", type=Path, help="JUnit files or directories")
@@ -172,7 +183,11 @@ def main(argv: Sequence[str] | None = None, *, run: Runner = _run) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "refresh":
         return refresh(
-            args.output, _strip_dashdash(args.pytest_args), keep_stale=args.keep_stale, run=run
+            args.output,
+            _strip_dashdash(args.pytest_args),
+            keep_stale=args.keep_stale,
+            accept_failures=args.accept_failures,
+            run=run,
         )
     if args.command == "from-junit":
         files = junit_files(args.paths)
