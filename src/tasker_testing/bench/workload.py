@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tasker_testing.build import builder
-from tasker_testing.clients import OrchestrationClient
+from tasker_testing.clients import ApiError, OrchestrationClient, WorkflowTimeout
 from tasker_testing.stack import TASKER_STACK, Stack
 
 from .context import Bench
@@ -113,6 +113,7 @@ class MemorySampler:
 
 def _throughput(client_url: str, in_flight: int, count: int, limit_s: float) -> dict[str, Any]:
     done: list[float] = []
+    failed: list[str] = []
     lock = threading.Lock()
     deadline = time.monotonic() + limit_s
     claimed = [0]
@@ -124,7 +125,12 @@ def _throughput(client_url: str, in_flight: int, count: int, limit_s: float) -> 
                     if claimed[0] >= count:
                         return
                     claimed[0] += 1
-                latency = one_run(client, "linear")
+                try:
+                    latency = one_run(client, "linear")
+                except (WorkflowTimeout, RuntimeError, ApiError) as exc:
+                    with lock:  # a stuck task is a finding, not a reason to lose the section
+                        failed.append(str(exc).splitlines()[0][:200])
+                    continue
                 with lock:
                     done.append(latency)
 
@@ -138,6 +144,7 @@ def _throughput(client_url: str, in_flight: int, count: int, limit_s: float) -> 
         "completed": len(done),
         "seconds": elapsed,
         "tasks_per_s": len(done) / elapsed if elapsed else 0.0,
+        "failed": failed,
         "latency": summarize(done),
     }
 
@@ -204,7 +211,7 @@ def run_latency(bench: Bench, with_memory: bool) -> None:
             )
     base = tput[0]["tasks_per_s"] if tput else None
     for row in tput:
-        bench.add(
+        figure = bench.add(
             Figure(
                 "throughput",
                 f"linear.{row['in_flight']}",
@@ -218,6 +225,10 @@ def run_latency(bench: Bench, with_memory: bool) -> None:
                 samples=row["completed"],
             )
         )
+        if row["failed"]:
+            figure.invalid = f"{len(row['failed'])} task(s) did not complete: {row['failed'][0]}"
+            figure.note += f"; {figure.invalid}"
+            bench.progress.say(f"throughput {row['in_flight']} in flight: {figure.invalid}")
     if with_memory:
         bench.raw["memory"] = {
             "stack_peak_mib": sampler.peak,
