@@ -153,3 +153,10 @@ def clean(session: nox.Session) -> None:
     """Remove every container, network and volume labelled tasker-testing."""
     install(session)
     session.run("python", "-m", "tasker_testing", "clean")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Speed against the usual alternatives: artifacts/bench/{bench.json,bench.md,latency.png}."""
+    install(session, "test", "bench")
+    session.run("python", "-m", "tasker_testing.bench", *session.posargs)
