@@ -5,10 +5,10 @@
     python ci/durations.py merge a.json b.json [--output FILE]
     python ci/durations.py check [--output FILE] -- tests/integration
 
-`refresh` runs pytest (this interpreter) with the given arguments and a JUnit report, then takes
-every test's time from it: JUnit times work under xdist, where `--store-durations` sees only part
-of the run. The run is taken as the whole suite, so tests it did not run are dropped
-(`--keep-stale` keeps them). Nothing is written when pytest fails, unless `--accept-failures`
+`refresh` runs pytest (this interpreter) with the given arguments and a JUnit report of call
+times (a worker's stack start-up is no one test's cost), then takes every test's time from it:
+JUnit works under xdist, where `--store-durations` sees only part of the run. The run is taken
+as the whole suite, so tests it did not run are dropped (`--keep-stale` keeps them). Nothing is written when pytest fails, unless `--accept-failures`
 (exit 1 only: some tests failed, their times are still taken; the exit code stays 1).
 `from-junit` does the same from existing reports (e.g. every shard's JUnit of a CI run), keeping
 the tests they do not mention. `merge` combines durations files, later ones winning.
@@ -107,7 +107,19 @@ def refresh(
 ) -> int:
     with tempfile.TemporaryDirectory(prefix="durations-") as tmp:
         report = Path(tmp) / "junit.xml"
-        code = run([sys.executable, "-m", "pytest", *pytest_args, f"--junitxml={report}"])
+        # Call time only: a stack's start-up, paid once per xdist worker in every shard alike,
+        # would otherwise be charged to whichever test happened to run first on that worker.
+        code = run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                *pytest_args,
+                f"--junitxml={report}",
+                "-o",
+                "junit_duration_report=call",
+            ]
+        )
         if code != 0 and not (accept_failures and code == 1 and report.is_file()):
             print(f"pytest exited {code}: {output} left as it was", file=sys.stderr)
             return code
