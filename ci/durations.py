@@ -8,8 +8,9 @@
 `refresh` runs pytest (this interpreter) with the given arguments and a JUnit report of call
 times (a worker's stack start-up is no one test's cost), then takes every test's time from it:
 JUnit works under xdist, where `--store-durations` sees only part of the run. The run is taken
-as the whole suite, so tests it did not run are dropped (`--keep-stale` keeps them). Nothing is written when pytest fails, unless `--accept-failures`
-(exit 1 only: some tests failed, their times are still taken; the exit code stays 1).
+as the whole suite, so tests it did not run are dropped (`--keep-stale` keeps them). Nothing is
+written when pytest fails, unless `--accept-failures` (exit 1 only: some tests failed, their
+times are still taken; the exit code stays 1).
 `from-junit` does the same from existing reports (e.g. every shard's JUnit of a CI run), keeping
 the tests they do not mention. `merge` combines durations files, later ones winning.
 `check` lists collected tests the file lacks (pytest-split gives those the average time) and
