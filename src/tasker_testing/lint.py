@@ -78,14 +78,18 @@ def checks(root: Path = REPO_ROOT) -> list[Check]:
             "`ruff format` rewrites the files",
         ),
         Check("mypy", (sys.executable, "-m", "mypy"), "strict on src/ ([tool.mypy] in pyproject)"),
-        Check("cargo-fmt", ("cargo", "fmt", "--all", "--", "--check"), "`cargo fmt --all` fixes"),
+        Check(
+            "cargo-fmt",
+            ("cargo", "fmt", "--all", "--", "--check", "--color=never"),
+            "`cargo fmt --all` fixes",
+        ),
         Check(
             "cargo-clippy",
             ("cargo", "clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"),
         ),
         Check(
             "hadolint",
-            (_tool("hadolint"), *dockerfiles(root)),
+            (_tool("hadolint"), "--no-color", *dockerfiles(root)),
             "rules ignored on purpose are in .hadolint.yaml, each with its reason",
         ),
         Check("actionlint", (_tool("actionlint"), *flows)),
@@ -104,7 +108,7 @@ def _run(command: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "NO_COLOR": "1"},
+        env={**os.environ, "NO_COLOR": "1", "CARGO_TERM_COLOR": "never"},
     )
 
 
