@@ -149,6 +149,24 @@ def parity(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def durations(session: nox.Session) -> None:
+    """Re-time tests/integration on the fast tier into .test_durations (commit the result)."""
+    install(session, "test")
+    build_tier(session, "fast")
+    session.run(
+        "python",
+        "ci/durations.py",
+        "refresh",
+        "--",
+        "-n",
+        "auto",
+        "--build-mode=fast",
+        "tests/integration",
+        *pytest_args(session),
+    )
+
+
+@nox.session(default=False)
 def clean(session: nox.Session) -> None:
     """Remove every container, network and volume labelled tasker-testing."""
     install(session)

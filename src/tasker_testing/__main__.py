@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # BuildModeError and spec errors: one clear line
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # EngineError, BuildError, BaseImageError, StackStartError
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -97,7 +97,7 @@ def _artifacts_dir(config: pytest.Config) -> Path:
 
 
 def _resolve_build_mode(config: pytest.Config) -> str:
-    from tasker_testing.build.modes import BuildMode, BuildModeError  # noqa: PLC0415
+    from tasker_testing.build.modes import BuildMode, BuildModeError
 
     option = config.getoption("--build-mode")
     try:
@@ -122,7 +122,7 @@ def _needs_stack(config: pytest.Config) -> bool:
 
 
 def _check_engine() -> None:
-    from tasker_testing.cleanup import docker_client  # noqa: PLC0415
+    from tasker_testing.cleanup import docker_client
 
     try:
         client = docker_client(timeout=ENGINE_TIMEOUT_S)
@@ -152,7 +152,7 @@ def _images_from_env() -> dict[str, str] | None:
 
 
 def _ensure_images(build_mode: str, rebuild: bool) -> dict[str, str]:
-    from tasker_testing.build import BuildMode, ensure_images  # noqa: PLC0415
+    from tasker_testing.build import BuildMode, ensure_images
 
     t0 = time.monotonic()
     images = ensure_images(BuildMode.parse(build_mode), rebuild=rebuild)
@@ -191,7 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     _check_engine()
     state.docker_used = True
-    from tasker_testing.cleanup import sweep_dead_owners  # noqa: PLC0415
+    from tasker_testing.cleanup import sweep_dead_owners
 
     swept = sweep_dead_owners()
     if swept:
@@ -234,7 +234,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if session.config.getoption("--keep-on-failure") and exitstatus != 0:
         return
-    from tasker_testing.cleanup import sweep_run  # noqa: PLC0415
+    from tasker_testing.cleanup import sweep_run
 
     with contextlib.suppress(Exception):  # the run's own leftovers, last (crashed workers)
         sweep_run(state.run_id)
@@ -253,7 +253,7 @@ def _images_for_worker(config: pytest.Config, state: _State) -> dict[str, str]:
         return state.images
     images = _images_from_env()
     if images is None:
-        from filelock import FileLock  # noqa: PLC0415
+        from filelock import FileLock
 
         run_dir = state.artifacts / ".runs" / state.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -269,9 +269,9 @@ def _images_for_worker(config: pytest.Config, state: _State) -> dict[str, str]:
 
 
 def _stack_spec() -> StackSpec:
-    import importlib  # noqa: PLC0415
+    import importlib
 
-    from tasker_testing.stack import TASKER_STACK, StackSpec  # noqa: PLC0415
+    from tasker_testing.stack import TASKER_STACK, StackSpec
 
     ref = os.environ.get(STACK_SPEC_ENV, "").strip()
     if not ref:
@@ -291,8 +291,8 @@ def _reuse_key(worker: str, images: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def tasker_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """This xdist worker's own Tasker stack (postgres, migrated DB, orchestration, worker)."""
-    from tasker_testing import cleanup  # noqa: PLC0415
-    from tasker_testing.stack import Stack  # noqa: PLC0415
+    from tasker_testing import cleanup
+    from tasker_testing.stack import Stack
 
     spec = _stack_spec()
     config = request.config

@@ -325,7 +325,7 @@ def check_images_exist(images: Mapping[str, str], client: DockerClient) -> None:
 
 
 def importlib_docker_errors() -> Any:
-    import importlib  # noqa: PLC0415
+    import importlib
 
     return importlib.import_module("docker.errors")
 

@@ -131,7 +131,21 @@ def _build_command(engine: Engine, image: PlannedImage, root: Path, extra: list[
     }
     for key, value in labels.items():
         command += ["--label", f"{key}={value}"]
-    return [*command, *extra, str(root / spec.context)]
+    return [*command, *_cache_flags(engine, image), *extra, str(root / spec.context)]
+
+
+def _cache_flags(engine: Engine, image: PlannedImage) -> list[str]:
+    """BuildKit layer cache in the GitHub Actions cache (TASKER_BUILDX_CACHE=gha, buildx only)."""
+    if engine.builder != "buildx" or os.environ.get("TASKER_BUILDX_CACHE", "").lower() != "gha":
+        return []
+    # One scope per image and tier: mode=max exports would overwrite a shared scope.
+    scope = f"{image.spec.name}-{image.tag.rsplit(':', 1)[1].split('-', 1)[0]}"
+    return [
+        "--cache-from",
+        f"type=gha,scope={scope}",
+        "--cache-to",
+        f"type=gha,mode=max,scope={scope}",
+    ]
 
 
 def _run_build(engine: Engine, image: PlannedImage, root: Path, extra: list[str], log: Log) -> None:
@@ -213,6 +227,8 @@ def _build_missing(
             if gha
             else "ci tier: no GitHub Actions cache variables, sccache uses a local disk cache mount"
         )
+    if os.environ.get("TASKER_BUILDX_CACHE") and engine.builder != "buildx":
+        say("TASKER_BUILDX_CACHE is ignored: the classic BuildKit CLI cannot export a layer cache")
     db = [image for image in missing if image.service == "postgres"]
     services = [image for image in missing if image.service != "postgres"]
     with ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
