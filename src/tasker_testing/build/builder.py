@@ -213,7 +213,22 @@ def ensure_images(
             planned = plan(mode, base_args, root)  # same tags unless official bases were asked
             missing = [image for image in planned if rebuild or image.tag not in local]
             _build_missing(engine, mode, missing, root, say)
+            _discard_if_changed(engine, missing, plan(mode, base_args, root))
     return {image.service: image.tag for image in planned}
+
+
+def _discard_if_changed(engine: Engine, built: list[PlannedImage], now: list[PlannedImage]) -> None:
+    """A tag must name what was built: if the tree changed during the build, drop the images."""
+    if {image.tag for image in built} <= {image.tag for image in now}:
+        return
+    subprocess.run(
+        [engine.cli, "rmi", *(image.tag for image in built)], capture_output=True, check=False
+    )
+    raise BuildError(
+        "the build context changed while the images were being built, so their content-hash "
+        "tags could be wrong; the images were removed. Run the build again once the files "
+        "stop changing."
+    )
 
 
 def _build_missing(
