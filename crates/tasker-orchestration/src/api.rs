@@ -152,6 +152,9 @@ async fn live() -> Json<HealthResponse> {
     })
 }
 
+/// A readiness probe answers within this time, ready or not.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Ready when the database answers and every queue exists.
 pub async fn readiness(state: &AppState) -> (bool, HashMap<String, CheckResult>) {
     let mut checks = HashMap::new();
@@ -207,7 +210,21 @@ pub async fn readiness(state: &AppState) -> (bool, HashMap<String, CheckResult>)
 #[utoipa::path(get, path = "/ready", tag = "health",
     responses((status = 200, body = ReadinessResponse), (status = 503, body = ReadinessResponse)))]
 async fn ready(State(s): State<Shared>) -> Response {
-    let (ok, checks) = readiness(&s).await;
+    let (ok, checks) = match tokio::time::timeout(READY_TIMEOUT, readiness(&s)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let mut checks = HashMap::new();
+            checks.insert(
+                "database".to_string(),
+                CheckResult {
+                    status: "unhealthy".into(),
+                    duration_ms: READY_TIMEOUT.as_millis() as u64,
+                    message: "no answer from the database in time".into(),
+                },
+            );
+            (false, checks)
+        }
+    };
     let body = ReadinessResponse {
         status: if ok { "ready" } else { "not_ready" }.into(),
         timestamp: Utc::now(),
@@ -236,7 +253,7 @@ pub fn validate_create<'a>(
             "the request body must be a JSON object",
         ));
     }
-    let req: CreateTaskRequest = serde_json::from_value(raw.clone())
+    let mut req: CreateTaskRequest = serde_json::from_value(raw.clone())
         .map_err(|e| ApiError::bad_request(format!("invalid task request: {e}")))?;
     for (field, v) in [
         ("name", &req.name),
@@ -248,6 +265,12 @@ pub fn validate_create<'a>(
     ] {
         if v.trim().is_empty() {
             return Err(ApiError::bad_request(format!("{field} must not be empty")));
+        }
+    }
+    if let Some(at) = &req.requested_at {
+        use chrono::Datelike;
+        if !(-4000..=100_000).contains(&at.year()) {
+            return Err(ApiError::bad_request("requested_at is out of range"));
         }
     }
     if let Some(k) = &req.idempotency_key {
@@ -265,6 +288,14 @@ pub fn validate_create<'a>(
                 req.namespace, req.name, req.version
             ))
         })?;
+    let fingerprint = idempotency_fingerprint(&req);
+    // PostgreSQL text and jsonb cannot hold NUL: reject it in anything we store.
+    if contains_nul(&fingerprint) {
+        return Err(ApiError::bad_request(
+            "strings must not contain NUL (U+0000) characters",
+        ));
+    }
+    template.normalize_context(&mut req.context);
     template
         .validate_context(&req.context)
         .map_err(|m| ApiError::bad_request(format!("invalid context: {m}")))?;
@@ -285,19 +316,34 @@ pub fn validate_create<'a>(
         priority: req.priority.unwrap_or(0),
         options: req.options.map(Value::Object),
         idempotency_key: req.idempotency_key,
-        request_body: idempotency_fingerprint(raw),
+        request_body: fingerprint,
     };
     Ok((task, template))
 }
 
-/// The part of a request that must match for an idempotent retry: the
-/// whole body except `requested_at`, which a client naturally re-stamps
-/// when it retries.
-pub fn idempotency_fingerprint(mut raw: Value) -> Value {
-    if let Some(o) = raw.as_object_mut() {
-        o.remove("requested_at");
+/// PostgreSQL text and jsonb cannot hold NUL characters: reject them up
+/// front (anywhere, keys included) instead of failing in the database.
+pub fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
-    raw
+}
+
+/// The part of a request that must match for an idempotent retry: every
+/// field we know except `requested_at`, which a client naturally re-stamps
+/// when it retries (unknown fields are ignored, as everywhere).
+pub fn idempotency_fingerprint(req: &CreateTaskRequest) -> Value {
+    json!({
+        "name": req.name, "namespace": req.namespace, "version": req.version,
+        "context": req.context, "initiator": req.initiator,
+        "source_system": req.source_system, "reason": req.reason, "tags": req.tags,
+        "correlation_id": req.correlation_id, "idempotency_key": req.idempotency_key,
+        "priority": req.priority, "options": req.options,
+        "parent_correlation_id": req.parent_correlation_id,
+    })
 }
 
 async fn load_one(pool: &Pool, id: Uuid) -> ApiResult<TaskResponse> {
@@ -399,6 +445,14 @@ pub fn parse_list_query(raw: Option<&str>) -> ApiResult<ListQuery> {
         None | Some("") => Vec::new(),
         Some(r) => serde_urlencoded_pairs(r)?,
     };
+    if pairs
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(ApiError::bad_request(
+            "query parameters must not contain NUL characters",
+        ));
+    }
     for (k, v) in pairs {
         match k.as_str() {
             "page" => {
@@ -469,9 +523,12 @@ fn serde_urlencoded_pairs(raw: &str) -> ApiResult<Vec<(String, String)>> {
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
     params(
-        ("page" = Option<i64>, Query), ("per_page" = Option<i64>, Query),
-        ("namespace" = Option<String>, Query), ("status" = Option<String>, Query),
-        ("initiator" = Option<String>, Query), ("source_system" = Option<String>, Query)),
+        ("page" = Option<i64>, Query, minimum = 1, description = "1-based page (default 1)"),
+        ("per_page" = Option<i64>, Query, minimum = 1, maximum = 100, description = "page size (default 25)"),
+        ("namespace" = Option<String>, Query, pattern = r"^[^\x00]*$"),
+        ("status" = Option<TaskStatus>, Query),
+        ("initiator" = Option<String>, Query, pattern = r"^[^\x00]*$"),
+        ("source_system" = Option<String>, Query, pattern = r"^[^\x00]*$")),
     responses((status = 200, body = TaskListResponse), (status = 400, body = ErrorResponse)))]
 async fn list_tasks(
     State(s): State<Shared>,
@@ -626,7 +683,7 @@ async fn get_template(
     info(title = "Tasker orchestration API", description = "Tasks, workflow steps, templates and health"),
     paths(health, live, ready, create_task, list_tasks, get_task, list_steps, get_step,
           list_templates, get_template, openapi_json),
-    components(schemas(CreateTaskRequest, TaskResponse, StepResponse, TaskListResponse, Pagination,
+    components(schemas(CreateTaskRequest, TaskStatus, TaskResponse, StepResponse, TaskListResponse, Pagination,
         TemplateListResponse, NamespaceSummary, TemplateSummary, TemplateDetail, StepDefinition,
         ErrorResponse, ErrorBody, HealthResponse, ReadinessResponse, CheckResult)),
     tags((name = "tasks"), (name = "templates"), (name = "health"))
@@ -635,8 +692,100 @@ pub struct ApiDoc;
 
 #[utoipa::path(get, path = "/api-docs/openapi.json", tag = "health",
     responses((status = 200, description = "this document")))]
-async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+async fn openapi_json(State(s): State<Shared>) -> Response {
+    let mut doc = match serde_json::to_value(ApiDoc::openapi()) {
+        Ok(v) => v,
+        Err(e) => {
+            return ApiError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "INTERNAL_ERROR",
+                message: e.to_string(),
+            }
+            .into_response()
+        }
+    };
+    if let Some(ctx) = doc.pointer_mut("/components/schemas/CreateTaskRequest/properties/context") {
+        *ctx = context_schema(&s.templates);
+    }
+    if let Some(opts) = doc.pointer_mut("/components/schemas/CreateTaskRequest/properties/options")
+    {
+        *opts = json!({"type": ["object", "null"],
+            "propertyNames": {"pattern": NO_NUL}, "additionalProperties": {"$ref": JSON_REF}});
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        schemas.insert("JsonValue".to_string(), json_value_schema());
+    }
+    Json(doc).into_response()
+}
+
+const NO_NUL: &str = "^[^\\x00]*$";
+const JSON_REF: &str = "#/components/schemas/JsonValue";
+
+/// Any JSON value without NUL characters (PostgreSQL's jsonb cannot store
+/// them), as a recursive schema.
+fn json_value_schema() -> Value {
+    json!({
+        "description": "any JSON value whose strings and keys contain no NUL character",
+        "anyOf": [
+            {"type": "null"}, {"type": "boolean"}, {"type": "number"},
+            {"type": "string", "pattern": NO_NUL},
+            {"type": "array", "items": {"$ref": JSON_REF}},
+            {"type": "object", "propertyNames": {"pattern": NO_NUL},
+             "additionalProperties": {"$ref": JSON_REF}},
+        ]
+    })
+}
+
+/// The JSON schema of a task's `context`, from the input rules of the loaded
+/// templates: a field is listed when every template that has it gives it the
+/// same rule, and required when every template requires it.
+pub fn context_schema(templates: &TemplateRegistry) -> Value {
+    use std::collections::BTreeMap;
+    use tasker_shared::templates::InputRule;
+    let all: Vec<_> = templates.all().collect();
+    let mut rules: BTreeMap<String, Option<InputRule>> = BTreeMap::new();
+    for t in &all {
+        for (name, spec) in &t.input {
+            let e = rules.entry(name.clone()).or_insert(Some(spec.rule));
+            if *e != Some(spec.rule) {
+                *e = None;
+            }
+        }
+    }
+    let mut props = serde_json::Map::new();
+    let mut required = Vec::new();
+    for (name, rule) in rules {
+        let Some(rule) = rule else { continue };
+        props.insert(
+            name.clone(),
+            match rule {
+                InputRule::EvenInteger => json!({"type": "integer", "multipleOf": 2,
+                    "minimum": i64::MIN, "maximum": i64::MAX,
+                    "description": "an even 64-bit integer"}),
+                InputRule::NonNegativeInteger => json!({"type": "integer", "minimum": 0,
+                    "maximum": i64::MAX, "description": "a non-negative 64-bit integer"}),
+            },
+        );
+        let everywhere = !all.is_empty()
+            && all
+                .iter()
+                .all(|t| t.input.get(&name).is_some_and(|spec| spec.required));
+        if everywhere {
+            required.push(Value::String(name));
+        }
+    }
+    json!({
+        "type": "object",
+        "description": "The task's input, checked against the template's input rules \
+                        (see GET /v1/templates/{namespace}/{name}/{version})",
+        "properties": props,
+        "required": required,
+        "propertyNames": {"pattern": NO_NUL},
+        "additionalProperties": {"$ref": JSON_REF},
+    })
 }
 
 #[cfg(test)]
@@ -710,6 +859,24 @@ mod tests {
     }
 
     #[test]
+    fn nul_characters_and_odd_dates_are_client_errors() {
+        let reg = templates();
+        for (field, v) in [
+            ("initiator", json!("a\0b")),
+            ("tags", json!(["ok", "x\0"])),
+            ("context", json!({"even_number": 2, "k\0": 1})),
+            ("requested_at", json!("2026-02-30T00:00:00Z")),
+            ("priority", json!(1u64 << 40)),
+        ] {
+            let mut b = base();
+            b[field] = v;
+            let e = validate_create(&reg, &body(b)).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{field}");
+        }
+        assert!(parse_list_query(Some("initiator=a%00b")).is_err());
+    }
+
+    #[test]
     fn list_query_parsing() {
         let q = parse_list_query(Some(
             "page=2&per_page=10&namespace=linear_workflow&status=complete",
@@ -725,6 +892,14 @@ mod tests {
         assert!(parse_list_query(Some("status=bogus")).is_err());
         let q = parse_list_query(Some("initiator=a%20b+c")).unwrap();
         assert_eq!(q.initiator.as_deref(), Some("a b c"));
+    }
+
+    #[test]
+    fn context_schema_from_templates() {
+        let c = context_schema(&templates());
+        assert_eq!(c["required"], json!(["even_number"]));
+        assert_eq!(c["properties"]["even_number"]["multipleOf"], json!(2));
+        assert_eq!(c["properties"]["fail_count"]["minimum"], json!(0));
     }
 
     #[test]

@@ -568,6 +568,9 @@ pub async fn process_due_retries(
     Ok((advanced, next))
 }
 
+/// Pause after a failed queue read (e.g. the database is down).
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Settings of the result-processing loop.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
@@ -609,7 +612,12 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the step results queue");
-                0
+                // Database trouble: back off instead of retrying every poll.
+                tokio::select! {
+                    _ = tokio::time::sleep(ERROR_BACKOFF) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
             }
         };
         let mut wait = settings.poll_interval;

@@ -16,30 +16,87 @@ use uuid::Uuid;
 /// Body of `POST /v1/tasks`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateTaskRequest {
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub name: String,
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub namespace: String,
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub version: String,
     /// The task's input; checked against the template's input rules.
     #[schema(value_type = Object)]
     pub context: serde_json::Map<String, Value>,
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub initiator: String,
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub source_system: String,
+    #[schema(min_length = 1, pattern = r"^[^\x00]*\S[^\x00]*$")]
     pub reason: String,
     #[serde(default)]
+    #[schema(inline, value_type = Option<Vec<TagString>>)]
     pub tags: Option<Vec<String>>,
+    /// RFC 3339 (e.g. `2026-11-25T12:00:00Z`); default now. Days 29-31 are
+    /// accepted too where the month has them.
     #[serde(default)]
+    #[schema(
+        pattern = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|1\d|2[0-8])T([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,9})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+    )]
     pub requested_at: Option<DateTime<Utc>>,
     #[serde(default)]
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub correlation_id: Option<Uuid>,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00]*$")]
     pub idempotency_key: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "int_like_i32")]
     pub priority: Option<i32>,
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     pub options: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
+    #[schema(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub parent_correlation_id: Option<Uuid>,
+}
+
+/// An optional i32 that also accepts integral floats (`5.0`), as JSON
+/// Schema's `integer` does.
+fn int_like_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    let v: Option<Value> = Option::deserialize(d)?;
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => tasker_shared::templates::integral(&v)
+            .and_then(|i| i32::try_from(i).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("priority must be a 32-bit integer, got {v}"))
+            }),
+    }
+}
+
+/// A tag: any string without NUL characters.
+#[derive(ToSchema)]
+#[schema(pattern = r"^[^\x00]*$")]
+pub struct TagString(#[allow(dead_code)] String);
+
+/// Task states, for the `status` filter of `GET /v1/tasks`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Initializing,
+    EnqueuingSteps,
+    StepsInProcess,
+    EvaluatingResults,
+    WaitingForDependencies,
+    WaitingForRetry,
+    BlockedByFailures,
+    Complete,
+    Error,
+    Cancelled,
+    ResolvedManually,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -232,6 +232,20 @@ impl TaskTemplate {
         Ok(())
     }
 
+    /// Rewrite integral floats (`6.0`) of the template's input fields as
+    /// integers, so handlers see plain integers.
+    pub fn normalize_context(&self, context: &mut serde_json::Map<String, Value>) {
+        for name in self.input.keys() {
+            if let Some(v) = context.get_mut(name) {
+                if v.is_f64() {
+                    if let Some(i) = integral(v) {
+                        *v = Value::from(i);
+                    }
+                }
+            }
+        }
+    }
+
     /// Check a task context against the template's input rules.
     pub fn validate_context(&self, context: &serde_json::Map<String, Value>) -> Result<(), String> {
         for (name, spec) in &self.input {
@@ -248,11 +262,19 @@ impl TaskTemplate {
     }
 }
 
+/// The value as an `i64` if it is a JSON integer, or a number with a zero
+/// fraction (JSON Schema counts `6.0` as an integer) inside the i64 range.
+pub fn integral(v: &Value) -> Option<i64> {
+    let Value::Number(n) = v else { return None };
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= i64::MIN as f64 && *f < -(i64::MIN as f64))
+            .map(|f| f as i64)
+    })
+}
+
 fn check_rule(name: &str, rule: InputRule, v: &Value) -> Result<(), String> {
-    let int = match v {
-        Value::Number(n) => n.as_i64(),
-        _ => None,
-    };
+    let int = integral(v);
     match rule {
         InputRule::EvenInteger => match int {
             Some(i) if i % 2 == 0 => Ok(()),
@@ -479,7 +501,9 @@ steps:
         assert!(ok(json!({"even_number": 6})).is_ok());
         assert!(ok(json!({"even_number": -4})).is_ok());
         assert!(ok(json!({"even_number": 7})).is_err());
-        assert!(ok(json!({"even_number": 6.0})).is_err());
+        assert!(ok(json!({"even_number": 6.0})).is_ok());
+        assert!(ok(json!({"even_number": 6.5})).is_err());
+        assert!(ok(json!({"even_number": 1e300})).is_err());
         assert!(ok(json!({"even_number": "6"})).is_err());
         assert!(ok(json!({})).is_err());
         assert!(ok(json!({"even_number": 18446744073709551614u64})).is_err());

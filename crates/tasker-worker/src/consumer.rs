@@ -219,6 +219,7 @@ pub async fn run(
         while inflight.try_join_next().is_some() {}
 
         let mut got = 0usize;
+        let mut read_failed = false;
         let n_queues = settings.queues.len();
         for i in 0..n_queues {
             let queue = &settings.queues[(next_queue + i) % n_queues];
@@ -235,6 +236,7 @@ pub async fn run(
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(queue = %queue, error = %e, "cannot read queue");
+                    read_failed = true;
                     continue;
                 }
             };
@@ -257,6 +259,14 @@ pub async fn run(
         }
         next_queue = next_queue.wrapping_add(1);
 
+        if read_failed && got == 0 {
+            // Database trouble: back off instead of retrying every poll.
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
         if got == 0 || sem.available_permits() == 0 {
             tokio::select! {
                 _ = notify.notified() => {}

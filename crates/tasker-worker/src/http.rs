@@ -99,7 +99,19 @@ pub async fn readiness_checks(pool: &Pool, queues: &[String]) -> (bool, Value) {
 }
 
 async fn ready(State(s): State<Arc<HealthState>>) -> Response {
-    let (ok, checks) = readiness_checks(&s.pool, &s.queues).await;
+    let (ok, checks) = match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        readiness_checks(&s.pool, &s.queues),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => (
+            false,
+            json!({"database": {"status": "unhealthy", "duration_ms": 2000,
+                                "message": "no answer from the database in time"}}),
+        ),
+    };
     let body = json!({
         "status": if ok { "ready" } else { "not_ready" },
         "timestamp": now(),
