@@ -72,7 +72,7 @@ def _with_db(mode_name: str | None, command: list[str]) -> int:
     import os
     import subprocess
 
-    from tasker_testing.stack import TASKER_STACK, Stack, StackSpec
+    from tasker_testing.stack import TASKER_STACK, Stack, StackSpec, connect_host
 
     if not command:
         print("error: with-db needs a command after --", file=sys.stderr)
@@ -84,7 +84,7 @@ def _with_db(mode_name: str | None, command: list[str]) -> int:
     try:
         with Stack(spec, images, owner) as stack:
             port = stack.port(spec.db_service, 5432)
-            url = f"postgres://{spec.db_user}:{stack.db_password}@127.0.0.1:{port}/{spec.db_name}"
+            url = f"postgres://{spec.db_user}:{stack.db_password}@{connect_host()}:{port}/{spec.db_name}"
             return subprocess.run(
                 command, env={**os.environ, "DATABASE_URL": url}, check=False
             ).returncode

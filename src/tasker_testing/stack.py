@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, cast
+from urllib.parse import urlsplit
 
 # testcontainers reads these at import time: set them before it is imported anywhere.
 # Ryuk's image cannot be pulled here (our own labels + watchdog do its job), and /.dockerenv
@@ -46,6 +47,34 @@ LOG_TAIL = 50
 LOCALHOST = "127.0.0.1"
 PG_UID = 999  # the postgres user of docker/db, as in the official image
 PG_READY_LINE = "database system is ready to accept connections"
+
+
+def publish_ip(environ: Mapping[str, str] = os.environ) -> str:
+    """Where ports are bound on the engine's host: 127.0.0.1 unless TASKER_PUBLISH_IP says."""
+    return environ.get("TASKER_PUBLISH_IP", "").strip() or LOCALHOST
+
+
+def connect_host(environ: Mapping[str, str] = os.environ) -> str:
+    """Where the client reaches published ports.
+
+    TASKER_DOCKER_HOST_IP if set; else, for a remote engine (DOCKER_HOST tcp:// or ssh://) whose
+    ports are published on a non-loopback address, that engine's host; else 127.0.0.1.
+    """
+    explicit = environ.get("TASKER_DOCKER_HOST_IP", "").strip()
+    if explicit:
+        return explicit
+    docker_host = urlsplit(environ.get("DOCKER_HOST", ""))
+    if docker_host.scheme in ("tcp", "ssh") and docker_host.hostname:
+        if publish_ip(environ) != LOCALHOST:
+            return docker_host.hostname
+        if docker_host.hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise StackError(
+                f"DOCKER_HOST={environ['DOCKER_HOST']} is another host, but ports are published "
+                "on its 127.0.0.1, which this machine cannot reach: set TASKER_PUBLISH_IP to "
+                "that host's address on a network you share (see docs/docker-host.md)"
+            )
+    return LOCALHOST
+
 
 # --------------------------------------------------------------------------- the data
 
@@ -427,7 +456,7 @@ class Stack:
     def url(self, service: str, container_port: int | None = None) -> str:
         svc = self.services[service]
         port = container_port if container_port is not None else svc.spec.ports[0]
-        return f"http://{LOCALHOST}:{svc.ports[port]}"
+        return f"http://{connect_host()}:{svc.ports[port]}"
 
     @property
     def orchestration_url(self) -> str:
@@ -440,7 +469,7 @@ class Stack:
     def db_dsn(self, dbname: str | None = None) -> str:
         port = self.port(self.spec.db_service, 5432)
         return (
-            f"host={LOCALHOST} port={port} user={self.spec.db_user} "
+            f"host={connect_host()} port={port} user={self.spec.db_user} "
             f"password={self.db_password} dbname={dbname or self.spec.db_name} connect_timeout=5"
         )
 
@@ -517,7 +546,7 @@ class Stack:
         container.env = {k: v.format(**ctx) for k, v in svc.env.items()}
         for port in svc.ports:
             # docker-py's (host_ip, host_port) form: 127.0.0.1 only, random port
-            cast(dict[str, Any], container.ports)[f"{port}/tcp"] = (LOCALHOST, None)
+            cast(dict[str, Any], container.ports)[f"{port}/tcp"] = (publish_ip(), None)
         container.tmpfs = dict(svc.tmpfs)
         if svc.command is not None:
             container.with_command(list(svc.command))
@@ -545,11 +574,12 @@ class Stack:
         published = running.container.attrs["NetworkSettings"]["Ports"] or {}
         for port in running.spec.ports:
             bindings = published.get(f"{port}/tcp") or []
-            local = [b for b in bindings if b.get("HostIp") == LOCALHOST]
+            bind = publish_ip()
+            local = [b for b in bindings if b.get("HostIp") == bind]
             if not local or len(local) != len(bindings):
                 raise StackStartError(
                     running.spec.name,
-                    f"port {port} is not published on {LOCALHOST} only: {bindings}",
+                    f"port {port} is not published on {bind} only: {bindings}",
                 )
             running.ports[port] = int(local[0]["HostPort"])
 
@@ -613,7 +643,7 @@ class Stack:
                 with psycopg.connect(dsn, connect_timeout=2) as conn:
                     conn.execute("SELECT 1")
                 return True, ""
-            url = f"http://{LOCALHOST}:{running.ports[check.port]}{check.path}"
+            url = f"http://{connect_host()}:{running.ports[check.port]}{check.path}"
             response = httpx.get(url, timeout=1.0)
             return response.status_code == check.status, f"{response.status_code}"
         except (psycopg.Error, httpx.HTTPError, OSError) as exc:
@@ -722,5 +752,5 @@ class Stack:
     def describe(self) -> Iterator[str]:
         yield f"stack {self.name} on network {self.network_name}"
         for name, svc in self.services.items():
-            ports = ", ".join(f"{c}->{LOCALHOST}:{h}" for c, h in svc.ports.items())
+            ports = ", ".join(f"{c}->{connect_host()}:{h}" for c, h in svc.ports.items())
             yield f"  {name:<14} {svc.name} {ports} ready in {svc.ready_s:.2f}s"
