@@ -148,6 +148,15 @@ def parity(session: nox.Session) -> None:
         )
 
 
+@nox.session(tags=["ci"], default=False)
+def chaos(session: nox.Session) -> None:
+    """Faults, run death, bad input, API fuzzing, exposure and stale images (fast tier)."""
+    install(session, "test", "chaos")
+    build_tier(session, "fast")
+    session.run("pytest", "-n", "2", "--build-mode=fast", "tests/chaos",
+                "--junitxml=artifacts/junit/chaos.xml", *pytest_args(session))
+
+
 @nox.session(default=False)
 def durations(session: nox.Session) -> None:
     """Re-time tests/integration on the fast tier into .test_durations (commit the result)."""

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+import schemathesis  # the chaos dependency group: a missing install fails, never skips
 
 from tasker_testing.stack import Stack
 
-schemathesis = pytest.importorskip("schemathesis")  # the chaos session installs it
 hypothesis = pytest.importorskip("hypothesis")
 
 MAX_EXAMPLES = 30
