@@ -527,7 +527,9 @@ pub async fn process_result(pool: &Pool, qm: &QueueMessage) -> Result<ResultDisp
     Ok(ResultDisposition::Applied)
 }
 
-/// Re-enqueue steps whose retry time has come. Returns how many tasks were
+/// Re-enqueue steps whose retry time has come. Only tasks that can still
+/// make progress count: a retry left behind in a task that has failed (or
+/// is blocked by a failure) would otherwise be found again on every pass. Returns how many tasks were
 /// advanced and when the next retry is due (if any).
 pub async fn process_due_retries(
     pool: &Pool,
@@ -535,8 +537,10 @@ pub async fn process_due_retries(
     let client = pool.get().await?;
     let rows = sql::query(
         &client,
-        "SELECT DISTINCT task_uuid FROM tasker.workflow_steps
-             WHERE current_state = 'waiting_for_retry' AND next_retry_at <= clock_timestamp()
+        "SELECT DISTINCT s.task_uuid FROM tasker.workflow_steps s
+             JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+             WHERE s.current_state = 'waiting_for_retry' AND s.next_retry_at <= clock_timestamp()
+               AND t.status IN ('steps_in_process', 'waiting_for_retry', 'waiting_for_dependencies')
              LIMIT 100",
         &[],
     )
@@ -559,8 +563,10 @@ pub async fn process_due_retries(
     let client = pool.get().await?;
     let next: Option<chrono::DateTime<Utc>> = sql::query_one(
         &client,
-        "SELECT min(next_retry_at) AS next FROM tasker.workflow_steps
-             WHERE current_state = 'waiting_for_retry'",
+        "SELECT min(s.next_retry_at) AS next FROM tasker.workflow_steps s
+             JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+             WHERE s.current_state = 'waiting_for_retry'
+               AND t.status IN ('steps_in_process', 'waiting_for_retry', 'waiting_for_dependencies')",
         &[],
     )
     .await?

@@ -371,3 +371,37 @@ async fn idempotency_key_same_body_and_conflict() {
     ));
     env.db.cleanup().await;
 }
+
+#[tokio::test]
+#[ignore = "needs DATABASE_URL"]
+async fn retries_of_finished_tasks_are_not_rescanned() {
+    let env = setup().await;
+    let id = create(
+        &env,
+        "flaky_computation",
+        "retry_workflow",
+        json!({"even_number": 6}),
+    )
+    .await;
+    // A retry left behind in a task that already ended in error.
+    let c = env.pool.get().await.unwrap();
+    c.execute(
+        "UPDATE tasker.workflow_steps SET current_state = 'waiting_for_retry',
+                next_retry_at = now() - interval '1 second'
+         WHERE task_uuid = $1 AND name = 'flaky_step'",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "UPDATE tasker.tasks SET status = 'error' WHERE task_uuid = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    drop(c);
+    let (advanced, next) = engine::process_due_retries(&env.pool).await.unwrap();
+    assert_eq!(advanced, 0);
+    assert_eq!(next, None, "no wake-up for a retry that can never run");
+    env.db.cleanup().await;
+}

@@ -99,11 +99,11 @@ impl Config {
         };
 
         let rust_log = get("RUST_LOG").unwrap_or_else(|| "info".to_string());
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&rust_log) {
+        if let Err(reason) = crate::logging::parse_filter(&rust_log) {
             return Err(ConfigError::Invalid {
                 var: "RUST_LOG".into(),
                 value: rust_log,
-                reason: e.to_string(),
+                reason,
             });
         }
 
@@ -341,6 +341,7 @@ mod tests {
             ("TASKER_SHUTDOWN_TIMEOUT_SECONDS", "1.5"),
             ("TASKER_BIND_ADDRESS", "nowhere"),
             ("TASKER_LOG_FORMAT", "xml"),
+            ("RUST_LOG", "info,tasker=loud"),
             ("TASKER_WORKER_NAMESPACES", "Bad-Name"),
             ("DATABASE_URL", "postgres://host:notaport/db"),
         ] {
