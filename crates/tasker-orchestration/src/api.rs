@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -125,6 +126,10 @@ async fn method_not_allowed() -> ApiError {
         code: "METHOD_NOT_ALLOWED",
         message: "method not allowed on this route".into(),
     }
+}
+
+fn path_error(e: PathRejection) -> ApiError {
+    ApiError::bad_request(format!("invalid path: {}", e.body_text()))
 }
 
 fn parse_uuid(what: &str, s: &str) -> ApiResult<Uuid> {
@@ -363,7 +368,19 @@ async fn models_load(c: &deadpool_postgres::Object, id: Uuid) -> ApiResult<Optio
         (status = 200, description = "same idempotency_key and body: the existing task", body = TaskResponse),
         (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
         (status = 409, body = ErrorResponse)))]
-async fn create_task(State(s): State<Shared>, body: Bytes) -> ApiResult<Response> {
+async fn create_task(
+    State(s): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        code: if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "PAYLOAD_TOO_LARGE"
+        } else {
+            "BAD_REQUEST"
+        },
+        message: e.body_text(),
+    })?;
     let (req, template) = validate_create(&s.templates, &body)?;
     match engine::create_task(&s.pool, template, &req).await? {
         CreateOutcome::Created(id) => {
@@ -387,8 +404,9 @@ async fn create_task(State(s): State<Shared>, body: Bytes) -> ApiResult<Response
               (status = 404, body = ErrorResponse)))]
 async fn get_task(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<TaskResponse>> {
+    let Path(id) = path.map_err(path_error)?;
     let id = parse_uuid("task_uuid", &id)?;
     Ok(Json(load_one(&s.pool, id).await?))
 }
@@ -399,8 +417,9 @@ async fn get_task(
               (status = 404, body = ErrorResponse)))]
 async fn list_steps(
     State(s): State<Shared>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> ApiResult<Json<Vec<StepResponse>>> {
+    let Path(id) = path.map_err(path_error)?;
     let id = parse_uuid("task_uuid", &id)?;
     Ok(Json(load_one(&s.pool, id).await?.steps))
 }
@@ -411,8 +430,9 @@ async fn list_steps(
               (status = 404, body = ErrorResponse)))]
 async fn get_step(
     State(s): State<Shared>,
-    Path((id, step)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> ApiResult<Json<StepResponse>> {
+    let Path((id, step)) = path.map_err(path_error)?;
     let id = parse_uuid("task_uuid", &id)?;
     let step = parse_uuid("step_uuid", &step)?;
     load_one(&s.pool, id)
@@ -641,8 +661,9 @@ async fn list_templates(State(s): State<Shared>) -> Json<TemplateListResponse> {
     responses((status = 200, body = TemplateDetail), (status = 404, body = ErrorResponse)))]
 async fn get_template(
     State(s): State<Shared>,
-    Path((ns, name, version)): Path<(String, String, String)>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> ApiResult<Json<TemplateDetail>> {
+    let Path((ns, name, version)) = path.map_err(path_error)?;
     let t = s
         .templates
         .get(&ns, &name, &version)
