@@ -437,11 +437,15 @@ class OrchestrationClient(_BaseClient):
         timeout: float = 30.0,
         *,
         poll_interval: float = 0.025,
+        max_poll_interval: float = 0.25,
         until: Iterable[str] = TERMINAL_TASK_STATES,
     ) -> Task:
         """Poll the task until its status is in ``until`` (default: any terminal state).
 
-        On timeout raises ``WorkflowTimeout`` with the last task state and every step's state.
+        Polls start every ``poll_interval`` and slow down by a quarter each time up to
+        ``max_poll_interval``, so quick workflows are seen at once while many waiting clients do
+        not flood the API. On timeout raises ``WorkflowTimeout`` with the last task state and
+        every step's state.
         """
         wanted = frozenset(until)
         deadline = time.monotonic() + timeout
@@ -457,6 +461,7 @@ class OrchestrationClient(_BaseClient):
             if time.monotonic() >= deadline:
                 raise WorkflowTimeout(task_uuid, timeout, last)
             time.sleep(poll_interval)
+            poll_interval = min(poll_interval * 1.25, max_poll_interval)
 
 
 class WorkerClient(_BaseClient):

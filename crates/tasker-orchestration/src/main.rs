@@ -77,6 +77,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let pg = config.pg_config()?;
     let pool = tasker_shared::db::make_pool(pg.clone(), config.db_pool_size)?;
     let shutdown = tasker_shared::runtime::shutdown_signal();
+    // The result loop has a pool of its own: API traffic (clients polling task status) must
+    // never starve the loop that moves workflows forward.
+    let loop_pool_size = (config.db_pool_size / 2).max(2);
+    let loop_pool = tasker_shared::db::make_pool(pg.clone(), loop_pool_size)?;
 
     let notify = Arc::new(Notify::new());
     let listener = tasker_shared::db::spawn_listener(
@@ -88,14 +92,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let settings = LoopSettings {
         vt_seconds: config.vt_seconds(),
         poll_interval: config.poll_interval,
-        batch_size: i32::try_from((config.db_pool_size / 2).max(1)).unwrap_or(4),
+        batch_size: i32::try_from(loop_pool_size).unwrap_or(4),
     };
-    let results_loop = tokio::spawn(engine::run(
-        pool.clone(),
-        settings,
-        notify,
-        shutdown.clone(),
-    ));
+    let results_loop = tokio::spawn(engine::run(loop_pool, settings, notify, shutdown.clone()));
 
     let tcp = tokio::net::TcpListener::bind(config.bind_address)
         .await
