@@ -153,8 +153,10 @@ def chaos(session: nox.Session) -> None:
     """Faults, run death, bad input, API fuzzing, exposure and stale images (fast tier)."""
     install(session, "test", "chaos")
     build_tier(session, "fast")
-    session.run("pytest", "-n", "2", "--build-mode=fast", "tests/chaos",
-                "--junitxml=artifacts/junit/chaos.xml", *pytest_args(session))
+    junit = "--junitxml=artifacts/junit/chaos.xml"
+    session.run(
+        "pytest", "-n", "2", "--build-mode=fast", "tests/chaos", junit, *pytest_args(session)
+    )
 
 
 @nox.session(default=False)
