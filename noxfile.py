@@ -99,14 +99,16 @@ def integration_fast(session: nox.Session) -> None:
     install(session, "test")
     build_tier(session, "fast")
     session.run(
-        "pytest",
-        "-n",
-        "auto",
-        "--build-mode=fast",
-        "tests/integration",
-        "tests/harness",
-        *pytest_args(session),
+        "pytest", "-n", "auto", "--build-mode=fast", "tests/integration", *pytest_args(session)
     )
+
+
+@nox.session(tags=["ci"], default=False)
+def harness(session: nox.Session) -> None:
+    """The harness's self-tests: isolation between workers, cleanup after every kind of death."""
+    install(session, "test")
+    build_tier(session, "fast")
+    session.run("pytest", "-n", "2", "--build-mode=fast", "tests/harness", *pytest_args(session))
 
 
 @nox.session(name="integration-ci", default=False)
