@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from tasker_testing import cleanup, labels
 
 
-def _images(mode_name: str | None, rebuild: bool) -> dict[str, str]:
+def _images(
+    mode_name: str | None, rebuild: bool, services: Sequence[str] | None = None
+) -> dict[str, str]:
     from tasker_testing.build import BuildMode, ensure_images
 
     mode = BuildMode.parse(mode_name) if mode_name else BuildMode.from_env()
-    return dict(ensure_images(mode, rebuild=rebuild))
+    return dict(ensure_images(mode, rebuild=rebuild, services=services))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"worker:        {stack.worker_url}")
             print(f"database:      {stack.db_dsn()}")
         elif args.command == "with-db":
-            return _with_db(args.build_mode, [c for c in args.cmd if c != "--"])
+            command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            return _with_db(args.build_mode, command)
         elif args.command == "down":
             result = cleanup.sweep([f"{labels.ROOT}=1", f"{labels.WORKER}=cli"])
             print(result.summary())
@@ -77,7 +80,7 @@ def _with_db(mode_name: str | None, command: list[str]) -> int:
     if not command:
         print("error: with-db needs a command after --", file=sys.stderr)
         return 2
-    images = _images(mode_name, rebuild=False)
+    images = _images(mode_name, rebuild=False, services=[TASKER_STACK.db_service])
     spec = StackSpec(services=(TASKER_STACK.service(TASKER_STACK.db_service),), template_after=None)
     owner = labels.Owner(run_id=labels.new_run_id(), worker="withdb")
     watchdog = cleanup.Watchdog.spawn(owner)

@@ -721,11 +721,18 @@ class Stack:
 
     def stop(self) -> None:
         """Remove every container and the network of this stack (idempotent)."""
-        for running in reversed(list(self.services.values())):
+
+        def remove(running: RunningService) -> None:
             if running.saved_logs is None:
-                running.saved_logs = running.logs()
+                with contextlib.suppress(Exception):
+                    running.saved_logs = running.logs()
             with contextlib.suppress(Exception):
                 running.container.remove(force=True, v=True)
+
+        # Removal is slow on some storage drivers (seconds each): do all services at once.
+        if self.services:
+            with ThreadPoolExecutor(len(self.services), thread_name_prefix="stop") as pool:
+                list(pool.map(remove, list(self.services.values())))
         if self._network is not None:
             with contextlib.suppress(Exception):
                 self._network.remove()

@@ -91,8 +91,9 @@ def _popen(pytester: pytest.Pytester, run_id: str, *args: str) -> subprocess.Pop
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=pytester.path,
         env=_run_env(run_id, pytester.path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        # to a file, not a pipe nobody reads (a full pipe would block the child)
+        stdout=(pytester.path / "inner-run.log").open("a"),
+        stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group, like a terminal's foreground job
     )
@@ -188,7 +189,17 @@ def test_death_of_the_run_leaves_nothing(inner: tuple[pytest.Pytester, str], how
             os.killpg(proc.pid, signal.SIGINT)
         else:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=CLEAN_WITHIN_S)
+        try:
+            proc.wait(timeout=CLEAN_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            tree = subprocess.run(
+                ["ps", "-o", "pid,stat,etime,args", "--ppid", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            log = (pytester.path / "inner-run.log").read_text(errors="replace")[-4000:]
+            pytest.fail(f"pytest still running {CLEAN_WITHIN_S}s after {how}:\n{tree}\n{log}")
         took = _wait_clean(run_id)
     finally:
         if proc.poll() is None:

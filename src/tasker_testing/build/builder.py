@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -194,14 +194,20 @@ def ensure_images(
     rebuild: bool = False,
     log: Log | None = None,
     root: Path = REPO_ROOT,
+    services: Collection[str] | None = None,
 ) -> dict[str, str]:
     """service → image tag for the tier, building only what is missing (or all, with rebuild).
 
-    Safe to call from several processes at once: a file lock makes the others wait for the
-    first build and then find its images.
+    ``services`` limits the work to some images (e.g. only ``postgres`` for the DB-backed Rust
+    tests). Safe to call from several processes at once: a file lock makes the others wait for
+    the first build and then find its images.
     """
     say: Log = log or _default_log()
-    planned = plan(mode, _expected_base_args(mode), root)
+
+    def plan_of(base_args: Mapping[str, str]) -> list[PlannedImage]:
+        return [i for i in plan(mode, base_args, root) if services is None or i.service in services]
+
+    planned = plan_of(_expected_base_args(mode))
     if not rebuild and {image.tag for image in planned} <= local_image_tags():
         return {image.service: image.tag for image in planned}  # the hit path: no probe, no build
     engine = probe()
@@ -210,10 +216,10 @@ def ensure_images(
         missing = [image for image in planned if rebuild or image.tag not in local]
         if missing:
             base_args = bases.base_build_args(say, with_tools=mode is not BuildMode.FAST)
-            planned = plan(mode, base_args, root)  # same tags unless official bases were asked
+            planned = plan_of(base_args)  # the same tags unless official bases were asked
             missing = [image for image in planned if rebuild or image.tag not in local]
             _build_missing(engine, mode, missing, root, say)
-            _discard_if_changed(engine, missing, plan(mode, base_args, root))
+            _discard_if_changed(engine, missing, plan_of(base_args))
     return {image.service: image.tag for image in planned}
 
 
