@@ -18,6 +18,17 @@ pub enum Service {
     Migrate,
 }
 
+impl Service {
+    /// The binary's name, as used in messages.
+    pub fn binary_name(self) -> &'static str {
+        match self {
+            Service::Orchestration => "tasker-orchestration",
+            Service::Worker => "tasker-worker",
+            Service::Migrate => "tasker-migrate",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskerEnv {
     Test,

@@ -2,7 +2,10 @@
 //! `healthcheck` sub-command (a tiny HTTP GET against our own port).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 use std::time::Duration;
+
+use crate::config::{Config, Service};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -70,4 +73,65 @@ pub async fn http_probe(bind: SocketAddr, path: &str) -> bool {
 pub fn is_healthcheck_invocation() -> bool {
     let args: Vec<String> = std::env::args().skip(1).collect();
     args.len() == 1 && args[0] == "healthcheck"
+}
+
+/// The `main` of a long-running service: `<bin> healthcheck` probes `ready_path` on our own
+/// bind address (exit 0 ready, 1 not); otherwise config from env (a bad value exits 2), logging,
+/// a multi-threaded runtime, `run`, and an exit code that says how it ended.
+pub fn service_main<F, Fut, E>(service: Service, ready_path: &str, run: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let name = service.binary_name();
+    if is_healthcheck_invocation() {
+        return healthcheck(service, ready_path);
+    }
+    let config = match Config::from_env(service) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init(&config);
+    let result = rt.block_on(run(config));
+    // Do not wait for idle blocking threads (DNS lookups etc.) on exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "{name} failed");
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(service: Service, ready_path: &str) -> ExitCode {
+    let Ok(addr) = Config::bind_address_from_env(service) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return ExitCode::FAILURE;
+    };
+    if rt.block_on(http_probe(addr, ready_path)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -11,56 +11,7 @@ use tasker_worker::http::{self, HealthState};
 use tokio::sync::Notify;
 
 fn main() -> ExitCode {
-    if tasker_shared::runtime::is_healthcheck_invocation() {
-        return healthcheck();
-    }
-    let config = match Config::from_env(Service::Worker) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("tasker-worker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tasker-worker: cannot start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    tasker_shared::logging::init(&config);
-    let result = rt.block_on(run(config));
-    // Do not wait for idle blocking threads (DNS lookups etc.) on exit.
-    rt.shutdown_timeout(std::time::Duration::from_millis(200));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "worker failed");
-            eprintln!("tasker-worker: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `tasker-worker healthcheck`: GET our own readiness path; 0 ready, 1 not.
-fn healthcheck() -> ExitCode {
-    let Ok(addr) = Config::bind_address_from_env(Service::Worker) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return ExitCode::FAILURE;
-    };
-    if rt.block_on(tasker_shared::runtime::http_probe(addr, "/health/ready")) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    tasker_shared::runtime::service_main(Service::Worker, "/health/ready", run)
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
