@@ -302,3 +302,18 @@ def test_chart_is_written_with_agg(tmp_path):
     }
     assert report.chart(raw, tmp_path / "latency.png")
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sccache_stats_skip_version_rows() -> None:
+    from tasker_testing.bench.stats import parse_sccache_stats
+
+    lines = [
+        "#15 1.0 sccache-stats: Compile requests                    150",
+        "#15 1.0 sccache-stats: Cache hits                          120",
+        "#15 1.0 sccache-stats: Cache misses                         30",
+        "#15 1.0 sccache-stats: Version (client)                 0.16.0",
+    ]
+    stats = parse_sccache_stats(lines)
+    assert stats is not None
+    assert stats["Cache hits"] == 120
+    assert "Version (client)" not in stats

@@ -149,7 +149,8 @@ def fmt_value(value: float | None, unit: str) -> str:  # noqa: PLR0911
 # --------------------------------------------------------------------------- sccache
 
 _STAT_LINE = re.compile(
-    r"sccache-stats:\s*(?P<name>[A-Za-z][A-Za-z ()/.-]*?)\s{2,}(?P<value>[\d.]+)"
+    # a number, not a version such as "0.16.0" (sccache prints its version in the same table)
+    r"sccache-stats:\s*(?P<name>[A-Za-z][A-Za-z ()/.-]*?)\s{2,}(?P<value>\d+(?:\.\d+)?)(?![\d.])"
 )
 
 
