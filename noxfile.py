@@ -30,6 +30,13 @@ def pytest_args(session: nox.Session) -> list[str]:
     return [a for a in session.posargs if a != "--rebuild"]
 
 
+def tier_tests(session: nox.Session, tier: str, *args: str, groups: tuple[str, ...] = ()) -> None:
+    """Ensure a tier's images, then pytest against them (posargs pass through)."""
+    install(session, "test", *groups)
+    build_tier(session, tier)
+    session.run("pytest", f"--build-mode={tier}", *args, *pytest_args(session))
+
+
 @nox.session(tags=["ci"])
 def lint(session: nox.Session) -> None:
     """ruff, mypy, cargo fmt/clippy, hadolint, actionlint and zizmor."""
@@ -39,8 +46,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(tags=["ci"])
 def unit(session: nox.Session) -> None:
-    """Unit tests of the harness and ci/ scripts: no Docker."""
-    install(session, "test")
+    """Unit tests of the harness, bench and ci/ scripts: no Docker."""
+    install(session, "test", "bench")
     session.run("pytest", "tests/unit", "-p", "no:xdist", *session.posargs)
 
 
@@ -96,69 +103,40 @@ def build_prod(session: nox.Session) -> None:
 @nox.session(name="integration-fast", tags=["ci"], default=False)
 def integration_fast(session: nox.Session) -> None:
     """Build the fast tier, then the integration suite on one stack per xdist worker."""
-    install(session, "test")
-    build_tier(session, "fast")
-    session.run(
-        "pytest", "-n", "auto", "--build-mode=fast", "tests/integration", *pytest_args(session)
-    )
+    tier_tests(session, "fast", "-n", "auto", "tests/integration")
 
 
 @nox.session(tags=["ci"], default=False)
 def harness(session: nox.Session) -> None:
     """The harness's self-tests: isolation between workers, cleanup after every kind of death."""
-    install(session, "test")
-    build_tier(session, "fast")
-    session.run("pytest", "-n", "2", "--build-mode=fast", "tests/harness", *pytest_args(session))
+    tier_tests(session, "fast", "-n", "2", "tests/harness")
 
 
 @nox.session(name="integration-ci", default=False)
 def integration_ci(session: nox.Session) -> None:
     """Build the ci tier, then the integration suite (shard with `-- --splits N --group i`)."""
-    install(session, "test")
-    build_tier(session, "ci")
-    session.run(
-        "pytest", "-n", "auto", "--build-mode=ci", "tests/integration", *pytest_args(session)
-    )
+    tier_tests(session, "ci", "-n", "auto", "tests/integration")
 
 
 @nox.session(name="integration-prod", default=False)
 def integration_prod(session: nox.Session) -> None:
     """Build the prod tier, then the integration suite against it."""
-    install(session, "test")
-    build_tier(session, "prod")
-    session.run(
-        "pytest", "-n", "auto", "--build-mode=prod", "tests/integration", *pytest_args(session)
-    )
+    tier_tests(session, "prod", "-n", "auto", "tests/integration")
 
 
 @nox.session(tags=["ci"], default=False)
 def parity(session: nox.Session) -> None:
     """Tier parity: the smoke subset on the ci and prod tiers' images."""
-    install(session, "test")
     for tier in ("ci", "prod"):
-        build_tier(session, tier)
-        session.run(
-            "pytest",
-            "-n",
-            "2",
-            f"--build-mode={tier}",
-            "-m",
-            "smoke",
-            "tests/integration",
-            f"--junitxml=artifacts/junit/parity-{tier}.xml",
-            *pytest_args(session),
-        )
+        junit = f"--junitxml=artifacts/junit/parity-{tier}.xml"
+        tier_tests(session, tier, "-n", "2", "-m", "smoke", "tests/integration", junit)
 
 
 @nox.session(tags=["ci"], default=False)
 def chaos(session: nox.Session) -> None:
     """Faults, run death, bad input, API fuzzing, exposure and stale images (fast tier)."""
-    install(session, "test", "chaos")
-    build_tier(session, "fast")
     junit = "--junitxml=artifacts/junit/chaos.xml"
-    session.run(
-        "pytest", "-n", "2", "--build-mode=fast", "tests/chaos", junit, *pytest_args(session)
-    )
+    tier_tests(session, "fast", "-n", "2", "tests/chaos", junit, groups=("chaos",))
 
 
 @nox.session(default=False)
