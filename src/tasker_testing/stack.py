@@ -525,7 +525,13 @@ class Stack:
             return
         with ThreadPoolExecutor(max_workers=len(stage), thread_name_prefix="stack") as pool:
             futures = [pool.submit(self._start_service_guarded, svc) for svc in stage]
-            errors = [f.exception() for f in futures]
+            try:
+                errors = [f.exception() for f in futures]
+            except BaseException:
+                # Ctrl-C while waiting: the pool's exit joins its threads, so tell them to stop
+                # polling now instead of at their readiness deadline.
+                self._abort.set()
+                raise
         real = [e for e in errors if e is not None and not isinstance(e, _Aborted)]
         if real:
             raise real[0]
