@@ -9,7 +9,7 @@
 set -euo pipefail
 
 INIT_DIR=/opt/tasker/init
-BAKED=/opt/tasker/cluster
+BAKED=/opt/tasker/cluster.tar  # one file: far faster to read than ~1300 on fuse-overlayfs
 
 die() { echo "tasker-postgres: $*" >&2; exit 2; }
 
@@ -19,8 +19,9 @@ single_user() {  # run SQL from stdin against database $2 of cluster $1, without
 
 new_cluster() {  # initdb into $1 with superuser $2 and database $3, extensions loaded
   local dir=$1 user=$2 db=$3
+  # 1 MiB WAL segments: the baked cluster (and so every stack's copy of it) is 15 MiB smaller
   initdb --no-sync --auth-local=trust --auth-host=scram-sha-256 --username="$user" \
-    --encoding=UTF8 --locale=C.UTF-8 -D "$dir" >/dev/null
+    --encoding=UTF8 --locale=C.UTF-8 --wal-segsize=1 -D "$dir" >/dev/null
   cat "$INIT_DIR"/*.sql | single_user "$dir" template1
   if [ "$db" != postgres ]; then echo "CREATE DATABASE \"$db\" OWNER \"$user\";" | single_user "$dir" postgres; fi
   {
@@ -31,8 +32,11 @@ new_cluster() {  # initdb into $1 with superuser $2 and database $3, extensions 
   echo "host all all all scram-sha-256" >> "$dir/pg_hba.conf"
 }
 
-if [ "${1:-}" = "--bake" ]; then  # image build time: the cluster that matching containers copy
-  new_cluster "$2" tasker tasker
+if [ "${1:-}" = "--bake" ]; then  # image build time: the cluster that matching containers unpack
+  staging=$(mktemp -d)
+  new_cluster "$staging/data" tasker tasker
+  tar -C "$staging/data" -cf "$2" .
+  rm -rf "$staging"
   exit 0
 fi
 
@@ -45,8 +49,8 @@ case "${TASKER_PG_TEST_SETTINGS:-0}" in 0|1) ;; *) die "TASKER_PG_TEST_SETTINGS 
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   mkdir -p "$PGDATA" && chmod 0700 "$PGDATA"
-  if [ "$user" = tasker ] && [ "$db" = tasker ] && [ -s "$BAKED/PG_VERSION" ]; then
-    cp -a "$BAKED/." "$PGDATA/"
+  if [ "$user" = tasker ] && [ "$db" = tasker ] && [ -s "$BAKED" ]; then
+    tar -C "$PGDATA" -xf "$BAKED"
   else
     new_cluster "$PGDATA" "$user" "$db"
   fi
