@@ -18,7 +18,7 @@ from tasker_testing.bench.stats import (
     sccache_hit_rate,
     summarize,
 )
-from tasker_testing.bench.workload import parse_mem
+from tasker_testing.bench.workload import busy_cores, cpu_jiffies, parse_mem
 
 
 def test_percentile_interpolates_like_numpy_linear():
@@ -141,6 +141,16 @@ def test_parse_mem_of_docker_stats():
     assert parse_mem("512KiB / 1GiB") == pytest.approx(0.5)
     with pytest.raises(ValueError, match="unparsable"):
         parse_mem("-- / --")
+
+
+def test_busy_cores_from_proc_stat():
+    before = cpu_jiffies("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n")
+    after = cpu_jiffies("cpu  250 0 100 900 50 0 0 0 0 0\ncpu0 1 2 3\n")
+    assert before == (150, 1000)
+    assert after == (350, 1300)
+    # 200 of 300 jiffies busy on a 2-core machine: 1.33 cores on average
+    assert busy_cores(before, after, 2) == pytest.approx(4 / 3)
+    assert busy_cores(after, after, 2) == 0.0
 
 
 DOCKERFILE = """\

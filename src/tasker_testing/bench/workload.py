@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tasker_testing.build import builder
@@ -271,8 +272,23 @@ class _null:
         return None
 
 
-def _pytest(bench: Bench, workers: int, extra: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MiB, the pytest process and its xdist workers) and exit code."""
+def cpu_jiffies(stat: str | None = None) -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs from /proc/stat's first line (idle and iowait are idle)."""
+    text = stat if stat is not None else Path("/proc/stat").read_text()
+    fields = [int(v) for v in text.splitlines()[0].split()[1:9]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> float:
+    """How many cores were busy on average between two ``cpu_jiffies()`` readings."""
+    total = after[1] - before[1]
+    return cores * (after[0] - before[0]) / total if total > 0 else 0.0
+
+
+def _pytest(bench: Bench, workers: int, extra: list[str]) -> tuple[float, float, int, float]:
+    """Wall seconds, peak RSS (MiB, the pytest process and its xdist workers), exit code, and
+    the machine's busy cores on average while it ran."""
     artifacts = bench.tmp / f"pytest-n{workers}"
     env = {
         **os.environ,
@@ -296,16 +312,18 @@ def _pytest(bench: Bench, workers: int, extra: list[str]) -> tuple[float, float,
     log = artifacts / "pytest.log"
     artifacts.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
+    cpu0 = cpu_jiffies()
     with log.open("w") as out:
         proc = subprocess.Popen(
             cmd, cwd=builder.REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
         _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.monotonic() - t0
+    cores = busy_cores(cpu0, cpu_jiffies(), os.cpu_count() or 1)
     proc.returncode = os.waitstatus_to_exitcode(status)
     tail = log.read_text().strip().splitlines()[-1:] or [""]
-    bench.progress.detail(f"pytest -n {workers}: {tail[0]}")
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    bench.progress.detail(f"pytest -n {workers}: {tail[0]} ({cores:.1f} cores busy)")
+    return elapsed, usage.ru_maxrss / 1024, proc.returncode, cores
 
 
 def run_suite(bench: Bench) -> None:
@@ -317,8 +335,10 @@ def run_suite(bench: Bench) -> None:
         )
         results[workers] = _pytest(bench, workers, extra)
     bench.raw["suite"] = {
-        f"n{w}": {"seconds": r[0], "peak_rss_mib": r[1], "exit": r[2]} for w, r in results.items()
+        f"n{w}": {"seconds": r[0], "peak_rss_mib": r[1], "exit": r[2], "busy_cores": r[3]}
+        for w, r in results.items()
     }
+    cores = os.cpu_count() or 1
     failed = [f"-n {w} exit {r[2]}" for w, r in results.items() if r[2] != 0]
     figure = Figure(
         "suite",
@@ -329,7 +349,9 @@ def run_suite(bench: Bench) -> None:
         results[1][0],
         "pytest -n 1",
         [Target("ratio", "<=", 0.6)],
-        note=("smoke subset (--quick); " if extra else "") + "stack start included in each",
+        note=("smoke subset (--quick); " if extra else "")
+        + "stack start included in each; busy cores (of "
+        + f"{cores}): -n 1 {results[1][3]:.1f}, -n 2 {results[2][3]:.1f}",
         samples=1,
     )
     if failed:
