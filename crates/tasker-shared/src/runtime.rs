@@ -21,6 +21,30 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Resolves once `shutdown` flips to `true` (or its sender is gone): for graceful shutdowns.
+pub async fn shutdown_requested(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|v| *v).await;
+}
+
+/// Kept from the shutdown budget for what follows the drain (closing pools, last log lines).
+const SHUTDOWN_SLACK: Duration = Duration::from_millis(300);
+
+/// Wait for `shutdown`, then give `drain` the shutdown budget, less a little slack, to finish.
+/// Returns `false` when the budget ran out first (`drain` is then dropped).
+pub async fn drain_after_shutdown<F>(
+    shutdown: watch::Receiver<bool>,
+    budget: Duration,
+    drain: F,
+) -> bool
+where
+    F: std::future::Future<Output = ()>,
+{
+    shutdown_requested(shutdown).await;
+    tokio::time::timeout(budget.saturating_sub(SHUTDOWN_SLACK), drain)
+        .await
+        .is_ok()
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -133,5 +157,31 @@ fn healthcheck(service: Service, ready_path: &str) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_for_the_signal_then_reports_a_drain_within_budget() {
+        let (tx, rx) = watch::channel(false);
+        let drain = drain_after_shutdown(rx, Duration::from_secs(2), async {});
+        tokio::pin!(drain);
+        // nothing happens before the signal
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut drain)
+            .await
+            .is_err());
+        tx.send(true).expect("receiver alive");
+        assert!(drain.await);
+    }
+
+    #[tokio::test]
+    async fn drain_over_budget_is_reported() {
+        let (tx, rx) = watch::channel(false);
+        tx.send(true).expect("receiver alive");
+        let slow = tokio::time::sleep(Duration::from_secs(5));
+        assert!(!drain_after_shutdown(rx, Duration::from_millis(400), slow).await);
     }
 }

@@ -56,29 +56,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
         worker_id: config.worker_id.clone(),
         queues,
     }));
-    let mut http_shutdown = shutdown.clone();
+    let stop_serving = tasker_shared::runtime::shutdown_requested(shutdown.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener_addr, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_shutdown.wait_for(|v| *v).await;
-            })
+            .with_graceful_shutdown(stop_serving)
             .await
     });
 
     let consumer = tokio::spawn(consumer::run(pool, settings, notify, shutdown.clone()));
 
-    let mut sd = shutdown.clone();
-    let _ = sd.wait_for(|v| *v).await;
-    // Drain within the shutdown budget, leaving a little slack.
-    let budget = config
-        .shutdown_timeout
-        .saturating_sub(std::time::Duration::from_millis(300));
-    let drained = tokio::time::timeout(budget, async {
-        let _ = consumer.await;
-        let _ = server.await;
-    })
+    let drained = tasker_shared::runtime::drain_after_shutdown(
+        shutdown.clone(),
+        config.shutdown_timeout,
+        async {
+            let _ = consumer.await;
+            let _ = server.await;
+        },
+    )
     .await;
-    if drained.is_err() {
+    if !drained {
         tracing::warn!(
             "shutdown budget exceeded; in-flight steps will reappear after the visibility timeout"
         );
