@@ -283,9 +283,10 @@ def _stack_spec() -> StackSpec:
     return spec
 
 
-def _reuse_key(worker: str, images: dict[str, str]) -> str:
-    digest = hashlib.sha256(json.dumps([worker, sorted(images.items())]).encode()).hexdigest()
-    return digest[:16]
+def _reuse_key(worker: str, images: dict[str, str], rootdir: Path) -> str:
+    """Same worker, same images and same checkout: another checkout never takes this stack."""
+    parts = [worker, sorted(images.items()), str(rootdir)]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
 @pytest.fixture(scope="session")
@@ -301,7 +302,7 @@ def tasker_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     owner = labels.Owner(run_id=state.run_id, worker=state.worker)
     log_dir = state.artifacts / "logs" / state.run_id[:8] / state.worker
     if config.getoption("--reuse-stack"):
-        key = _reuse_key(state.worker, images)
+        key = _reuse_key(state.worker, images, config.rootpath)
         stack = Stack.find_reusable(spec, images, key)
         if stack is None:
             stack = Stack(spec, images, owner, keep=True, reuse_key=key).start()

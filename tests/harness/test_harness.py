@@ -171,6 +171,36 @@ def test_failing_run_reports_logs_and_leaves_nothing(inner: tuple[pytest.Pyteste
     _wait_clean(run_id, within=5)
 
 
+REUSE_TEST = """
+import json, os
+from pathlib import Path
+
+def test_record(tasker_stack, orchestration_client):
+    assert orchestration_client.health().ok
+    running = sorted(s.container.id for s in tasker_stack.services.values() if s.saved_logs is None)
+    with Path(os.environ["REUSE_RECORD"]).open("a") as out:
+        out.write(json.dumps(running) + "\\n")
+"""
+
+
+def test_reuse_stack_serves_the_next_run_from_the_same_containers(
+    inner: tuple[pytest.Pytester, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester, run_id = inner
+    pytester.makepyfile(test_reuse=REUSE_TEST)
+    record = pytester.path / "running.jsonl"
+    monkeypatch.setenv("REUSE_RECORD", str(record))
+    for attempt in (1, 2):
+        result = _pytest(pytester, run_id, "-n", "1", "-q", "--reuse-stack")
+        assert result.returncode == 0, f"run {attempt}:\n{result.stdout}{result.stderr}"
+        # kept after the run: postgres, orchestration and worker (the migrator has finished)
+        assert _count(run_id)["containers"] == 3
+    first, second = (json.loads(line) for line in record.read_text().splitlines())
+    assert len(first) == 3
+    assert first == second, "the second run must reuse the first run's containers"
+    # the `inner` fixture sweeps the kept stack by its run id
+
+
 SLOW_TEST = """
 import time
 def test_hold(tasker_stack):
