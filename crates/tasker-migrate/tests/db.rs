@@ -7,6 +7,7 @@ use tasker_migrate::{load_migrations, required_queues, run, Migration};
 use tasker_shared::db::connect_with_retry;
 use tasker_shared::testing::TestDb;
 use tasker_shared::TemplateRegistry;
+use tokio_postgres::Client;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -18,14 +19,20 @@ fn setup() -> (Vec<Migration>, Vec<String>) {
     (migrations, required_queues(&templates))
 }
 
+/// A new, empty database, a connection to it, and what the migrator would apply.
+async fn fresh_db() -> (TestDb, Client, Vec<Migration>, Vec<String>) {
+    let db = TestDb::create().await.unwrap();
+    let (migrations, queues) = setup();
+    let c = connect_with_retry(&db.config, Duration::from_secs(5))
+        .await
+        .unwrap();
+    (db, c, migrations, queues)
+}
+
 #[tokio::test]
 #[ignore = "needs DATABASE_URL"]
 async fn migrate_twice_is_idempotent_and_creates_queues() {
-    let db = TestDb::create().await.unwrap();
-    let (migrations, queues) = setup();
-    let mut c = connect_with_retry(&db.config, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (db, mut c, migrations, queues) = fresh_db().await;
     let first = run(&mut c, &migrations, &queues).await.unwrap();
     assert_eq!(first.applied.len(), migrations.len());
     let second = run(&mut c, &migrations, &queues).await.unwrap();
@@ -72,11 +79,7 @@ async fn concurrent_migrators_serialise_on_the_lock() {
 #[tokio::test]
 #[ignore = "needs DATABASE_URL"]
 async fn changed_migration_and_bad_sql_are_errors() {
-    let db = TestDb::create().await.unwrap();
-    let (migrations, queues) = setup();
-    let mut c = connect_with_retry(&db.config, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (db, mut c, migrations, queues) = fresh_db().await;
     run(&mut c, &migrations, &queues).await.unwrap();
 
     let mut changed = migrations.clone();
@@ -111,11 +114,7 @@ async fn changed_migration_and_bad_sql_are_errors() {
 #[tokio::test]
 #[ignore = "needs DATABASE_URL"]
 async fn uuid_generate_v7_layout_and_monotonic() {
-    let db = TestDb::create().await.unwrap();
-    let (migrations, queues) = setup();
-    let mut c = connect_with_retry(&db.config, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (db, mut c, migrations, queues) = fresh_db().await;
     run(&mut c, &migrations, &queues).await.unwrap();
     let rows = c
         .query(

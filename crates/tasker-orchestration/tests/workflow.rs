@@ -61,6 +61,16 @@ async fn create(env: &Env, name: &str, ns: &str, context: Value) -> Uuid {
     }
 }
 
+async fn create_linear(env: &Env, even_number: i64) -> Uuid {
+    create(
+        env,
+        "mathematical_sequence",
+        "linear_workflow",
+        json!({ "even_number": even_number }),
+    )
+    .await
+}
+
 async fn status(pool: &Pool, id: Uuid) -> String {
     let c = pool.get().await.unwrap();
     c.query_one(
@@ -122,13 +132,7 @@ async fn drive(pool: &Pool, ns: &str, id: Uuid) -> String {
 #[ignore = "needs DATABASE_URL"]
 async fn linear_workflow_completes_with_documented_result() {
     let env = setup().await;
-    let id = create(
-        &env,
-        "mathematical_sequence",
-        "linear_workflow",
-        json!({"even_number": 6}),
-    )
-    .await;
+    let id = create_linear(&env, 6).await;
     assert_eq!(drive(&env.pool, "linear_workflow", id).await, "complete");
     let (state, results) = step_result(&env.pool, id, "linear_step_4").await;
     assert_eq!(state, "complete");
@@ -191,13 +195,7 @@ async fn every_template_reaches_its_documented_result() {
 #[ignore = "needs DATABASE_URL"]
 async fn duplicate_result_advances_nothing_twice() {
     let env = setup().await;
-    let id = create(
-        &env,
-        "mathematical_sequence",
-        "linear_workflow",
-        json!({"even_number": 2}),
-    )
-    .await;
+    let id = create_linear(&env, 2).await;
     let queue = worker_queue_name("linear_workflow");
     let c = env.pool.get().await.unwrap();
     let msgs = pgmq::read(&c, &queue, 30, 10).await.unwrap();
@@ -250,13 +248,7 @@ async fn duplicate_result_advances_nothing_twice() {
 #[ignore = "needs DATABASE_URL"]
 async fn message_reappears_after_visibility_timeout() {
     let env = setup().await;
-    let id = create(
-        &env,
-        "mathematical_sequence",
-        "linear_workflow",
-        json!({"even_number": 6}),
-    )
-    .await;
+    let id = create_linear(&env, 6).await;
     let queue = worker_queue_name("linear_workflow");
     let c = env.pool.get().await.unwrap();
     // a worker reads with a 1 s visibility timeout and dies
@@ -317,13 +309,7 @@ async fn retries_complete_or_exhaust() {
 #[ignore = "needs DATABASE_URL"]
 async fn overflow_fails_without_retry() {
     let env = setup().await;
-    let id = create(
-        &env,
-        "mathematical_sequence",
-        "linear_workflow",
-        json!({"even_number": 16}),
-    )
-    .await;
+    let id = create_linear(&env, 16).await;
     assert_eq!(drive(&env.pool, "linear_workflow", id).await, "error");
     let c = env.pool.get().await.unwrap();
     let r = c
