@@ -43,6 +43,26 @@ pub enum Processed {
     Invalid,
 }
 
+/// Lock the step's row for this transaction; its state and attempts, or None if unknown.
+async fn lock_step(
+    tx: &deadpool_postgres::Transaction<'_>,
+    step_uuid: uuid::Uuid,
+) -> Result<Option<(StepState, i32)>, DbError> {
+    let row = sql::query_opt(
+        tx,
+        "SELECT current_state, attempts FROM tasker.workflow_steps
+             WHERE step_uuid = $1 FOR UPDATE",
+        &[&step_uuid],
+    )
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let state: StepState = row
+        .try_get::<_, String>("current_state")?
+        .parse()
+        .map_err(DbError::Other)?;
+    Ok(Some((state, row.try_get("attempts")?)))
+}
+
 /// Handle one message from `queue` end to end.
 pub async fn process_message(
     pool: &Pool,
@@ -64,24 +84,12 @@ pub async fn process_message(
     let mut client = pool.get().await?;
     {
         let tx = client.transaction().await?;
-        let row = sql::query_opt(
-            &tx,
-            "SELECT current_state, attempts FROM tasker.workflow_steps
-                 WHERE step_uuid = $1 FOR UPDATE",
-            &[&msg.step_uuid],
-        )
-        .await?;
-        let Some(row) = row else {
+        let Some((state, attempts)) = lock_step(&tx, msg.step_uuid).await? else {
             tracing::warn!(step_uuid = %msg.step_uuid, "step message for an unknown step, archiving");
             pgmq::archive(&tx, queue, qm.msg_id).await?;
             tx.commit().await?;
             return Ok(Processed::Stale);
         };
-        let state: StepState = row
-            .try_get::<_, String>("current_state")?
-            .parse()
-            .map_err(DbError::Other)?;
-        let attempts: i32 = row.try_get("attempts")?;
         let mut tr = Transitions::new();
         match state {
             StepState::Enqueued if attempts.checked_add(1) == Some(msg.attempt) => {
@@ -138,20 +146,8 @@ pub async fn process_message(
 
     // 3. hand the result to orchestration
     let tx = client.transaction().await?;
-    let row = sql::query_opt(
-        &tx,
-        "SELECT current_state, attempts FROM tasker.workflow_steps
-             WHERE step_uuid = $1 FOR UPDATE",
-        &[&msg.step_uuid],
-    )
-    .await?;
-    let still_ours = match &row {
-        Some(r) => {
-            r.try_get::<_, String>("current_state")? == StepState::InProgress.as_str()
-                && r.try_get::<_, i32>("attempts")? == msg.attempt
-        }
-        None => false,
-    };
+    let still_ours =
+        lock_step(&tx, msg.step_uuid).await? == Some((StepState::InProgress, msg.attempt));
     if !still_ours {
         tracing::info!(step_uuid = %msg.step_uuid, "step finished elsewhere meanwhile, dropping result");
         pgmq::delete(&tx, queue, qm.msg_id).await?;
