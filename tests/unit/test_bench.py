@@ -18,7 +18,12 @@ from tasker_testing.bench.stats import (
     sccache_hit_rate,
     summarize,
 )
-from tasker_testing.bench.workload import busy_cores, cpu_jiffies, parse_mem
+from tasker_testing.bench.workload import (
+    best_parallel_wall,
+    busy_cores,
+    cpu_jiffies,
+    parse_mem,
+)
 
 
 def test_percentile_interpolates_like_numpy_linear():
@@ -151,6 +156,14 @@ def test_busy_cores_from_proc_stat():
     # 200 of 300 jiffies busy on a 2-core machine: 1.33 cores on average
     assert busy_cores(before, after, 2) == pytest.approx(4 / 3)
     assert busy_cores(after, after, 2) == 0.0
+
+
+def test_best_parallel_wall_keeps_fixed_costs_and_splits_the_rest():
+    # 5.3 s with one worker, 3.3 s of it paid by every run: two workers need at least 4.3 s
+    assert best_parallel_wall(5.3, 3.3) == pytest.approx(4.3)
+    assert best_parallel_wall(10.0, 0.0, workers=4) == pytest.approx(2.5)
+    # a fixed-cost run longer than the suite (noise) never gives less than the fixed costs
+    assert best_parallel_wall(3.0, 3.2) == pytest.approx(3.2)
 
 
 DOCKERFILE = """\

@@ -286,10 +286,27 @@ def busy_cores(before: tuple[int, int], after: tuple[int, int], cores: int) -> f
     return cores * (after[0] - before[0]) / total if total > 0 else 0.0
 
 
-def _pytest(bench: Bench, workers: int, extra: list[str]) -> tuple[float, float, int, float]:
+#: one quick test: a run of it alone costs what every run pays whatever its tests (interpreter and
+#: xdist start-up, one stack start and teardown)
+FIXED_COST_TEST = "tests/integration/test_api.py::test_orchestration_health_endpoints"
+
+
+def best_parallel_wall(wall_n1: float, fixed: float, workers: int = 2) -> float:
+    """The shortest wall time ``workers`` workers could reach: the fixed costs, which every worker
+    pays at once, plus the rest of the ``-n 1`` run split evenly with no contention (Amdahl)."""
+    return fixed + max(wall_n1 - fixed, 0.0) / workers
+
+
+def _pytest(
+    bench: Bench,
+    workers: int,
+    extra: list[str],
+    tests: str = "tests/integration",
+    label: str = "",
+) -> tuple[float, float, int, float]:
     """Wall seconds, peak RSS (MiB, the pytest process and its xdist workers), exit code, and
     the machine's busy cores on average while it ran."""
-    artifacts = bench.tmp / f"pytest-n{workers}"
+    artifacts = bench.tmp / f"pytest-{label or f'n{workers}'}"
     env = {
         **os.environ,
         "TASKER_TESTING_IMAGES": json.dumps(bench.images),
@@ -305,7 +322,7 @@ def _pytest(bench: Bench, workers: int, extra: list[str]) -> tuple[float, float,
         "no:cacheprovider",
         "-n",
         str(workers),
-        "tests/integration",
+        tests,
         f"--junitxml={artifacts / 'junit.xml'}",
         *extra,
     ]
@@ -334,12 +351,17 @@ def run_suite(bench: Bench) -> None:
             f"suite: pytest -n {workers} tests/integration {' '.join(extra)}".rstrip()
         )
         results[workers] = _pytest(bench, workers, extra)
+    bench.progress.say(f"suite: fixed costs, pytest -n 1 {FIXED_COST_TEST}")
+    fixed = _pytest(bench, 1, [], FIXED_COST_TEST, label="fixed")
     bench.raw["suite"] = {
         f"n{w}": {"seconds": r[0], "peak_rss_mib": r[1], "exit": r[2], "busy_cores": r[3]}
         for w, r in results.items()
     }
+    bench.raw["suite"]["fixed"] = {"seconds": fixed[0], "exit": fixed[2], "test": FIXED_COST_TEST}
     cores = os.cpu_count() or 1
     failed = [f"-n {w} exit {r[2]}" for w, r in results.items() if r[2] != 0]
+    if fixed[2] != 0:
+        failed.append(f"fixed-cost run exit {fixed[2]}")
     figure = Figure(
         "suite",
         "n2_vs_n1",
@@ -358,6 +380,21 @@ def run_suite(bench: Bench) -> None:
         figure.invalid = "suite failed: " + ", ".join(failed)
         figure.note += f"; FAILED: {', '.join(failed)} (logs in the bench temp dir)"
     bench.add(figure)
+    bench.add(
+        Figure(
+            "suite",
+            "n2_best_possible",
+            "suite: best -n 2 possible here (Amdahl)",
+            best_parallel_wall(results[1][0], fixed[0]),
+            "s",
+            results[1][0],
+            "pytest -n 1",
+            note=f"fixed costs {fixed[0]:.1f} s (a one-test run: start-up, one stack, teardown) "
+            "+ the rest of -n 1 split in two with no contention; a floor, not a measurement",
+            samples=1,
+            invalid=figure.invalid,
+        )
+    )
     bench.add(
         Figure(
             "memory",
