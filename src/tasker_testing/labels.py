@@ -29,7 +29,7 @@ SERVICE = "tasker-testing.service"
 #: "1" on resources kept across runs on purpose (``--reuse-stack``): sweeps of dead owners skip
 #: them, only ``clean_all`` removes them
 KEEP = "tasker-testing.keep"
-#: identifies a reusable stack (worker + image tags) so a later run can find it again
+#: identifies a reusable stack (worker + image tags + checkout) so a later run can find it again
 REUSE_KEY = "tasker-testing.reuse-key"
 #: set on images by ``tasker_testing.build``; defined here so all keys live in one place
 INPUT_HASH = "tasker-testing.input-hash"
