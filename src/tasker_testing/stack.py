@@ -550,11 +550,10 @@ class Stack:
             network = Network(docker_network_kw={"labels": self.labels(), "driver": "bridge"})
             network.name = self.network_name
             self._network = network.create()
-            # Postgres' create is submitted first: it is the head of the critical path.
+            # one thread per service: every create runs at once
             self._pool = ThreadPoolExecutor(len(self.spec.services), thread_name_prefix="stack")
             self._created = {
-                svc.name: self._pool.submit(self._create_service, svc)
-                for svc in sorted(self.spec.services, key=lambda s: len(s.depends_on))
+                svc.name: self._pool.submit(self._create_service, svc) for svc in self.spec.services
             }
             for stage in self.spec.stages():
                 self._start_stage(stage)
